@@ -1,0 +1,108 @@
+"""`factmem run | prepare-model | fields | datasets`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from factmem.errors import FactmemError
+
+PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"]
+
+
+def find_config(name: str) -> Path:
+    """A config path, or the name of a preset in configs/ (e.g. `default`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for folder in PRESET_DIRS:
+        for candidate in (folder / name, folder / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    presets = sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+    raise FactmemError(f"no config file or preset named {name!r}; presets: {', '.join(presets)}")
+
+
+def _setup_logging(run_dir: Path | None, quiet: bool) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(run_dir / "run.log"))
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S", handlers=handlers, force=True,
+    )
+    for noisy in ("transformers", "accelerate", "datasets", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from factmem.config import load_config
+    from factmem.pipeline import results_table, run_experiment
+
+    overrides = list(args.set or [])
+    if args.name:
+        overrides.append(f"name={args.name}")
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    config = load_config(find_config(args.config), overrides)
+    run_dir = Path(config.output_dir) / config.name
+    _setup_logging(run_dir, args.quiet)
+    results = run_experiment(config, run_dir, progress=not args.quiet)
+    print(f"\n{config.name}: exact match (%) after each stage  [{run_dir}/results.json]\n")
+    print(results_table(results))
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> None:
+    from factmem.models import resolve_model
+
+    _setup_logging(None, False)
+    print(resolve_model(args.model))
+
+
+def cmd_fields(args: argparse.Namespace) -> None:
+    from factmem.config import describe_fields
+
+    print(describe_fields())
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from factmem.data.registry import REGISTRY
+
+    for name, spec in REGISTRY.items():
+        print(f"{name:12s} {spec.description} [match: {spec.match}]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="factmem", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and score every stage of a config (resumes)")
+    run.add_argument("config", help="a YAML file, or a preset name from configs/ (e.g. default)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a field, e.g. --set stages[0].size=32 --set seed=1")
+    run.add_argument("--name", help="run name (directory under output_dir)")
+    run.add_argument("--output-dir", help="where run directories go (default: runs)")
+    run.add_argument("--quiet", action="store_true", help="warnings only, no progress bars")
+    run.set_defaults(func=cmd_run)
+    prep = sub.add_parser("prepare-model", help="convert an embedded model once; print its folder")
+    prep.add_argument("model", nargs="?", default="smollm2-135m")
+    prep.set_defaults(func=cmd_prepare_model)
+    sub.add_parser("fields", help="every config field with its default").set_defaults(func=cmd_fields)
+    sub.add_parser("datasets", help="dataset names a config can use").set_defaults(func=cmd_datasets)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except FactmemError as err:
+        print(f"factmem: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nfactmem: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""Experiment settings: one pydantic model per concern, documented where defined.
+
+A config is YAML. Every field has a default that follows the paper's authors (Chen et al.,
+"Continual Memorization of Factoids in Language Models") unless the field says otherwise.
+Unknown fields are errors, and every error names the field and its line in the file, so a
+typo can never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from factmem.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainingConfig(_Strict):
+    """How one stage is optimised. Set under `training:` (all stages) or a stage's `training:`."""
+
+    learning_rate: float = Field(
+        1e-4,
+        gt=0,
+        description="Peak learning rate. The paper uses 5e-5 for 8B models; 1e-4 is what lets "
+        "SmolLM2-135M memorise KVR in 20 epochs here (see README).",
+    )
+    batch_size: int = Field(32, gt=0, description="Examples per optimizer step (paper: 32).")
+    micro_batch_size: int | None = Field(
+        None, gt=0, description="Examples per forward pass; gradient accumulation makes up "
+        "batch_size. Default: batch_size.",
+    )
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1 (paper: 0.9).")
+    adam_beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2 (paper: 0.95).")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon (paper: 1e-8).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (paper: 0).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm (paper: 1.0).")
+    lr_scheduler: str = Field(
+        "cosine", description="Any transformers scheduler name (paper: cosine)."
+    )
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Warmup fraction (paper: 0.05).")
+    bf16: Literal["auto", True, False] = Field(
+        "auto",
+        description="bf16 autocast (weights stay fp32). auto: on when the CPU has AVX-512 BF16 "
+        "or AMX, or the GPU supports bf16.",
+    )
+    packing: Literal["auto", True, False] = Field(
+        "auto",
+        description="Padding-free batches (examples concatenated, per-example position ids, "
+        "attention kept within each example). auto: on with a varlen attention kernel "
+        "(flash_attention_2 on GPU); off otherwise, where it measured slower (BENCHMARKS.md) "
+        "and batches are right-padded instead.",
+    )
+    max_length: int = Field(
+        2048, gt=0, description="Examples longer than this (in tokens) are an error."
+    )
+    checkpoint_every_epochs: int = Field(
+        5,
+        ge=0,
+        description="Save a resumable trainer checkpoint every N epochs (0: never). A killed "
+        "stage resumes from the latest one.",
+    )
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="transformers report_to integrations (e.g. [wandb], [tensorboard]).",
+    )
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra transformers.TrainingArguments (e.g. fsdp, deepspeed, "
+        "gradient_checkpointing), passed through unchanged.",
+    )
+
+
+class StopRule(_Strict):
+    """When a stage ends. Exactly one of epochs / loss_below / exact_match_at_least."""
+
+    epochs: int | None = Field(
+        None, gt=0, description="Train exactly this many epochs (the paper's KVR: 20)."
+    )
+    loss_below: float | None = Field(
+        None,
+        gt=0,
+        description="Stop after the first epoch whose loss is below this (the paper's other "
+        "sets: 1e-4). Which loss: see loss_measure.",
+    )
+    loss_measure: Literal["steps", "epoch_mean", "full_pass"] = Field(
+        "steps",
+        description="steps: the official code's rule, stop once `loss_patience` optimizer steps "
+        "(in total, not in a row) had a loss below the threshold; epoch_mean: the mean training "
+        "loss of an epoch; full_pass: a fresh eval-mode pass over the stage set after each epoch "
+        "(strictest: the loss of the model that is kept). Losses exclude prompt and padding.",
+    )
+    loss_patience: int = Field(
+        10, gt=0, description="For loss_measure=steps: how many steps below the threshold stop "
+        "the stage (official code: 10)."
+    )
+    exact_match_at_least: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Stop after the first epoch whose exact match on the stage's own set is at "
+        "least this fraction (1.0 = 100%).",
+    )
+    max_epochs: int | None = Field(
+        None,
+        gt=0,
+        description="Cap for loss_below / exact_match_at_least (required with them). The "
+        "learning-rate schedule is laid out over max_epochs.",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> StopRule:
+        chosen = [
+            n for n in ("epochs", "loss_below", "exact_match_at_least") if getattr(self, n)
+        ]
+        if len(chosen) != 1:
+            raise ValueError(
+                "give exactly one of epochs, loss_below, exact_match_at_least "
+                f"(got {', '.join(chosen) or 'none'})"
+            )
+        if chosen[0] != "epochs" and self.max_epochs is None:
+            raise ValueError(f"{chosen[0]} needs max_epochs as a cap")
+        if chosen[0] == "epochs" and self.max_epochs is not None:
+            raise ValueError("epochs is already fixed; max_epochs is only for the other rules")
+        return self
+
+    @property
+    def epoch_budget(self) -> int:
+        """Epochs the schedule is laid out over."""
+        return self.epochs if self.epochs is not None else int(self.max_epochs or 0)
+
+    def describe(self) -> str:
+        if self.epochs is not None:
+            return f"{self.epochs} epochs"
+        if self.loss_below is not None:
+            return f"loss ({self.loss_measure}) < {self.loss_below:g}, max {self.max_epochs} epochs"
+        return f"exact match >= {self.exact_match_at_least:.0%}, max {self.max_epochs} epochs"
+
+
+class StageConfig(_Strict):
+    """One training stage: a dataset, how much of it, and when to stop."""
+
+    name: str | None = Field(None, description="Label in tables. Default: stage<k>.")
+    dataset: str = Field(description="Dataset name (see `factmem datasets`), e.g. kvr, kvr_id.")
+    size: int | None = Field(
+        None, gt=0, description="Number of examples drawn (seeded). Default: the whole set."
+    )
+    path: str | None = Field(None, description="Local file for datasets read from disk.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Dataset-specific options (see its docstring)."
+    )
+    stop: StopRule | None = Field(
+        None, description="When the stage ends; required (see StopRule)."
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the experiment's training settings for this stage only.",
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from factmem.data.registry import dataset_names
+
+        if value not in dataset_names():
+            raise ValueError(
+                f"unknown dataset {value!r}; known: {', '.join(sorted(dataset_names()))}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _has_stop(self) -> StageConfig:
+        if self.stop is None:
+            raise ValueError("a stage needs a stop rule, e.g. `stop: {epochs: 20}`")
+        return self
+
+
+class EvaluationConfig(_Strict):
+    """How exact match is scored after each stage."""
+
+    batch_size: int = Field(64, gt=0, description="Examples per forward / generate call.")
+    max_new_tokens: int = Field(
+        1000,
+        gt=0,
+        description="Greedy generation cap (the official code's 1000). Generation also stops "
+        "as soon as the verdict can no longer change, which never alters a verdict.",
+    )
+    fast_path: bool = Field(
+        True,
+        description="Certify correct answers with one teacher-forced forward pass over the gold "
+        "and generate only for the rest; verdicts are identical to greedy generate.",
+    )
+    tie_margin: float = Field(
+        1e-3,
+        ge=0,
+        description="A teacher-forced step whose top-2 logits are closer than this is not "
+        "trusted (numerics may differ from generate there); such examples are generated.",
+    )
+    bf16: bool = Field(False, description="bf16 autocast during evaluation (default fp32).")
+
+
+class ExperimentConfig(_Strict):
+    """A continual-memorization experiment: a model and a sequence of stages."""
+
+    name: str = Field("experiment", description="Run directory name under output_dir.")
+    model: str = Field(
+        "smollm2-135m",
+        description="`smollm2-135m` (the embedded SmolLM2-135M-Instruct), a local folder, or a "
+        "hub ID loadable by AutoModelForCausalLM.",
+    )
+    seed: int = Field(0, description="Fixes data sampling, shuffling and initialisation.")
+    output_dir: str = Field("runs", description="Where run directories are created.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Training settings for every stage."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Exact-match scoring settings."
+    )
+    stages: list[StageConfig] = Field(min_length=1, description="Training stages, in order.")
+
+    def stage_training(self, index: int) -> TrainingConfig:
+        """The experiment's training settings with stage `index`'s overrides applied."""
+        merged = self.training.model_dump() | self.stages[index].training
+        try:
+            return TrainingConfig.model_validate(merged)
+        except ValidationError as err:
+            raise ConfigError(_format_errors(err, prefix=("stages", index, "training"))) from None
+
+    def stage_name(self, index: int) -> str:
+        return self.stages[index].name or f"stage{index + 1}"
+
+    def fingerprint(self, upto: int) -> str:
+        """Hash of everything that determines stage `upto`'s checkpoint (model, seed, stages 0..upto)."""
+        payload = {
+            "model": self.model,
+            "seed": self.seed,
+            "stages": [
+                {
+                    "stage": self.stages[i].model_dump(exclude={"name"}),
+                    "training": self.stage_training(i).model_dump(
+                        exclude={"report_to", "checkpoint_every_epochs"}
+                    ),
+                }
+                for i in range(upto + 1)
+            ],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading, overrides, errors
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key and sequence item."""
+
+
+def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict:
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = path + (key.value,)
+            out[sub] = key.start_mark.line + 1
+            _line_map(value, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, path + (i,), out)
+            out[path + (i,)] = item.start_mark.line + 1
+    return out
+
+
+def _format_errors(err: ValidationError, source: str = "", lines: dict | None = None,
+                   prefix: tuple = ()) -> str:
+    messages = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        where = ""
+        if lines is not None:
+            for cut in range(len(loc), -1, -1):
+                if loc[:cut] in lines:
+                    where = f"{source}:{lines[loc[:cut]]}: "
+                    break
+        elif source:
+            where = f"{source}: "
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; `factmem fields` lists them all)"
+        messages.append(f"{where}{field}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(messages)
+
+
+def parse_override(text: str) -> tuple[tuple, Any]:
+    """`stages[1].size=64` or `stages.1.size=64` -> (("stages", 1, "size"), 64)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. stages[0].size=64")
+    key, raw = text.split("=", 1)
+    parts: list[str | int] = []
+    for piece in key.replace("[", ".").replace("]", "").split("."):
+        if not piece:
+            raise ConfigError(f"--set {text!r}: empty part in key {key!r}")
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return tuple(parts), yaml.safe_load(raw) if raw else ""
+
+
+def _apply_override(data: dict, path: tuple, value: Any, text: str) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError(f"--set {text}: no item {part} at {'.'.join(map(str, path[:i]))}")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: {'.'.join(map(str, path[:i]))} is not a mapping")
+            node = node.setdefault(part, {})
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"--set {text}: no item {last} to replace")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"--set {text}: parent of {last!r} is not a mapping")
+    node[last] = value
+
+
+def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read a YAML file (or a dict), apply `key=value` overrides, validate.
+
+    Errors name the field and its line in the file; overridden fields are named as such.
+    """
+    lines: dict | None = None
+    label = "config"
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        label = str(path)
+        text = path.read_text()
+        try:
+            node = yaml.compose(text, Loader=_LineLoader)
+            data = yaml.load(text, Loader=_LineLoader) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        lines = _line_map(node) if node is not None else {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of fields")
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply_override(data, key, value, text)
+        if lines is not None:
+            lines = {k: v for k, v in lines.items() if k[: len(key)] != key}
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, label, lines)) from None
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_fields() -> str:
+    """Markdown tables of every config field, generated from the models above."""
+    out = []
+    for title, model in [
+        ("experiment (top level)", ExperimentConfig),
+        ("stages[i]", StageConfig),
+        ("stages[i].stop", StopRule),
+        ("training / stages[i].training", TrainingConfig),
+        ("evaluation", EvaluationConfig),
+    ]:
+        out.append(f"### `{title}`\n\n| field | default | meaning |\n|---|---|---|")
+        for name, info in model.model_fields.items():
+            if info.is_required():
+                default = "required"
+            elif info.default_factory is not None:
+                default = "see below" if name in ("training", "evaluation") else "`{}`" if info.default_factory is dict else "`[]`"  # noqa: E501
+            else:
+                default = f"`{info.default}`"
+            out.append(f"| `{name}` | {default} | {info.description or ''} |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,70 @@
+"""One training/evaluation example, the Tulu-v2 chat template, and response-only labels.
+
+The template is the one the paper's authors trained with:
+    <|user|>\\n{prompt}\\n<|assistant|>\\n{response}<eos>
+`<|user|>` and `<|assistant|>` are plain text, not special tokens, as in the original.
+The prompt part and the response part are tokenized separately and concatenated, so the
+prompt a model is trained on is token-for-token the prompt it is evaluated on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from factmem.errors import DataError
+
+IGNORE_INDEX = -100  # label value that CrossEntropyLoss (and transformers) skip
+
+
+@dataclass(frozen=True)
+class Example:
+    """A (prompt, response) pair; `answers` are the strings exact match accepts."""
+
+    prompt: str
+    response: str
+    answers: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def gold_answers(self) -> tuple[str, ...]:
+        return self.answers or (self.response,)
+
+
+def format_prompt(prompt: str) -> str:
+    """Everything the model sees before it answers."""
+    return f"<|user|>\n{prompt}\n<|assistant|>\n"
+
+
+def format_example(example: Example, eos_token: str) -> str:
+    """The full training text, as a string (for display and tests)."""
+    return format_prompt(example.prompt) + example.response + eos_token
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """Prompt token ids; a BOS is prepended only if the tokenizer is configured to add one."""
+    return tokenizer(format_prompt(prompt), add_special_tokens=True)["input_ids"]
+
+
+def encode_response(tokenizer: PreTrainedTokenizerBase, response: str) -> list[int]:
+    """Response token ids followed by EOS (the token generation must stop at)."""
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no EOS token; set one before training")
+    return tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, example: Example, max_length: int | None = None
+) -> dict[str, list[int]]:
+    """input_ids and labels, with labels = IGNORE_INDEX on every prompt token."""
+    prompt_ids = encode_prompt(tokenizer, example.prompt)
+    response_ids = encode_response(tokenizer, example.response)
+    input_ids = prompt_ids + response_ids
+    if max_length is not None and len(input_ids) > max_length:
+        raise DataError(
+            f"example is {len(input_ids)} tokens, over max_length={max_length}: "
+            f"{example.prompt[:60]!r}... (raise training.max_length or shorten the data)"
+        )
+    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    return {"input_ids": input_ids, "labels": labels}

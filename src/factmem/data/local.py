@@ -1,0 +1,83 @@
+"""Factoids from a local JSON / JSONL file, including the paper authors' released files.
+
+Accepted row shapes (the first that fits wins):
+  {"prompt": ..., "response": ..., "answers": [...]?}      factmem's own
+  {"input_text": ..., "target_text": ...}                   the authors' released records
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from factmem.data.example import Example
+from factmem.errors import DataError
+
+FIELD_PAIRS = (("prompt", "response"), ("input_text", "target_text"))
+
+
+def read_records(path: str | Path) -> list[tuple[int, dict]]:
+    """(line-or-index, row) pairs from a .jsonl file or a .json list; errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid JSON: {err.msg}") from None
+        return rows
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records")
+    return list(enumerate(data))
+
+
+def local_factoids(path: str | Path, skip_bad_rows: bool = False) -> list[Example]:
+    """Examples from a local file; a bad row is an error naming file, row and field."""
+    examples, skipped = [], 0
+    is_jsonl = Path(path).suffix == ".jsonl"
+    for where, row in read_records(path):
+        label = f"{path}:{where}" if is_jsonl else f"{path}: row {where}"
+        try:
+            examples.append(_row_to_example(row, label))
+        except DataError:
+            if not skip_bad_rows:
+                raise
+            skipped += 1
+    if skipped:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: skipped %d bad rows", path, skipped)
+    if not examples:
+        raise DataError(f"{path}: no usable rows")
+    return examples
+
+
+def _row_to_example(row: object, label: str) -> Example:
+    if not isinstance(row, dict):
+        raise DataError(f"{label}: expected an object, got {type(row).__name__}")
+    for prompt_key, response_key in FIELD_PAIRS:
+        if prompt_key in row:
+            break
+    else:
+        raise DataError(f"{label}: missing field 'prompt' (or 'input_text')")
+    for key in (prompt_key, response_key):
+        value = row.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{label}: field {key!r} is missing or empty")
+    answers = row.get("answers", ())
+    if not isinstance(answers, list | tuple) or not all(isinstance(a, str) for a in answers):
+        raise DataError(f"{label}: field 'answers' must be a list of strings")
+    return Example(
+        prompt=row[prompt_key], response=row[response_key], answers=tuple(answers),
+        meta={"source": label},
+    )

@@ -1,0 +1,299 @@
+"""Exact match as the paper defines it, computed fast without changing a single verdict.
+
+The definition: greedy decoding from the prompt until EOS; the output, stripped and
+lower-cased, equals a gold answer (or, for sets such as WebQuestions, contains it).
+
+Output text is always `decode(generated_ids, skip_special_tokens=True,
+clean_up_tokenization_spaces=False)`: the clean-up would make decoding of a prefix not a
+prefix of the decoding, which the early stop below relies on.
+
+The fast path (why it is exact):
+  1. One teacher-forced forward pass over prompt + gold + EOS. If at every gold position the
+     argmax is the gold token, by a margin of at least `tie_margin` over the runner-up, then
+     greedy decoding would emit exactly gold + EOS, so the output is the gold itself.
+  2. Every other example is decoded with `model.generate` (greedy), which stops early only
+     once no continuation could change the verdict (`verdict_is_final`).
+The margin guard sends near-ties to real generation, where batched and incremental
+arithmetic could disagree in the last bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from factmem.data.example import Example, encode_prompt, encode_response
+
+MatchMode = Literal["equal", "contains"]
+
+
+@dataclass
+class Prediction:
+    """One scored example, as written to predictions.jsonl."""
+
+    prompt: str
+    gold: str
+    answers: list[str]
+    output: str
+    correct: bool
+    method: Literal["teacher_forced", "generated"]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def normalize(text: str) -> str:
+    return text.strip().lower()
+
+
+def is_correct(output: str, answers: Sequence[str], mode: MatchMode = "equal") -> bool:
+    out = normalize(output)
+    if mode == "equal":
+        return any(out == normalize(a) for a in answers)
+    return any(normalize(a) in out for a in answers)
+
+
+def verdict_is_final(partial: str, answers: Sequence[str], mode: MatchMode = "equal") -> bool:
+    """True when no continuation of `partial` can change its verdict.
+
+    equal: the output can no longer equal any answer (it is already wrong).
+    contains: an answer already occurs in it (it is already right).
+    """
+    if partial.endswith("\ufffd") or "\u03a3" in partial:
+        return False  # an unfinished UTF-8 char, or the one context-dependent lower() (Σ)
+    text = partial.lstrip().lower()
+    golds = [normalize(a) for a in answers]
+    if mode == "contains":
+        return any(g in text for g in golds)
+    for gold in golds:
+        if gold.startswith(text):
+            return False
+        if text.startswith(gold) and not text[len(gold):].strip():
+            return False
+    return True
+
+
+def decode(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+# ------------------------------------------------------------------------ forward helpers
+
+
+@contextlib.contextmanager
+def eval_mode(model: PreTrainedModel, bf16: bool = False) -> Iterator[None]:
+    """model.eval() + inference mode (+ bf16 autocast), restoring training mode after."""
+    was_training = model.training
+    model.eval()
+    device = model.device.type
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    try:
+        with torch.inference_mode(), autocast:
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _batches(order: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def _target_logits(
+    model: PreTrainedModel, sequences: list[list[int]], prompt_lengths: list[int], pad_id: int
+) -> list[torch.Tensor]:
+    """For each sequence, the logits that predict its tokens after the prompt (fp32).
+
+    Only those positions go through the output head, so memory stays small even with a
+    large vocabulary and long answers.
+    """
+    device = model.device
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    hidden = decoder(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    out = []
+    for row, (seq, plen) in enumerate(zip(sequences, prompt_lengths, strict=True)):
+        out.append(head(hidden[row, plen - 1 : len(seq) - 1]).float())
+    return out
+
+
+def teacher_forced_certify(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    *,
+    batch_size: int = 64,
+    tie_margin: float = 1e-3,
+    bf16: bool = False,
+    progress: bool = True,
+) -> list[bool]:
+    """certified[i] is True iff greedy decoding of example i provably emits response + EOS."""
+    prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
+    targets = [encode_response(tokenizer, e.response) for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
+    certified = [False] * len(examples)
+    with eval_mode(model, bf16):
+        for batch in tqdm(list(_batches(order, batch_size)), desc="exact match (forward)",
+                          disable=not progress, leave=False):
+            logits = _target_logits(
+                model, [prompts[i] + targets[i] for i in batch], [len(prompts[i]) for i in batch],
+                tokenizer.pad_token_id,
+            )
+            for i, lg in zip(batch, logits, strict=True):
+                top2 = lg.topk(2, dim=-1)
+                gold = torch.tensor(targets[i], device=lg.device)
+                hits = top2.indices[:, 0] == gold
+                margins = top2.values[:, 0] - top2.values[:, 1]
+                certified[i] = bool(hits.all() and (margins >= tie_margin).all())
+    return certified
+
+
+def mean_response_loss(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
+    *, batch_size: int = 64, bf16: bool = False,
+) -> float:
+    """Token-mean cross-entropy on response tokens (incl. EOS), in eval mode."""
+    prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
+    targets = [encode_response(tokenizer, e.response) for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
+    total, count = 0.0, 0
+    with eval_mode(model, bf16):
+        for batch in _batches(order, batch_size):
+            logits = _target_logits(
+                model, [prompts[i] + targets[i] for i in batch], [len(prompts[i]) for i in batch],
+                tokenizer.pad_token_id,
+            )
+            for i, lg in zip(batch, logits, strict=True):
+                gold = torch.tensor(targets[i], device=lg.device)
+                total += F.cross_entropy(lg, gold, reduction="sum").item()
+                count += len(targets[i])
+    return total / max(count, 1)
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+class _StopWhenFinal(StoppingCriteria):
+    """Per-row early stop once the verdict cannot change (see verdict_is_final)."""
+
+    def __init__(self, tokenizer, prompt_width: int, answers: list[Sequence[str]], mode: MatchMode):
+        self.tokenizer, self.prompt_width, self.answers, self.mode = tokenizer, prompt_width, answers, mode
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_width :], skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        done = [verdict_is_final(t, a, self.mode) for t, a in zip(texts, self.answers, strict=True)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def greedy_generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    answers: Sequence[Sequence[str]] | None = None,
+    mode: MatchMode = "equal",
+    bf16: bool = False,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy outputs (left-padded batches). With `answers`, rows stop once their verdict is final."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    outputs = [""] * len(prompts)
+    config = GenerationConfig(
+        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    # Swap in a plain greedy config, so that a model's own defaults (repetition penalty, ...)
+    # cannot turn "greedy" into something else.
+    saved_config, model.generation_config = model.generation_config, config
+    try:
+        with eval_mode(model, bf16):
+            for batch in tqdm(list(_batches(order, batch_size)), desc="exact match (generate)",
+                              disable=not progress, leave=False):
+                width = max(len(encoded[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros_like(input_ids)
+                for row, i in enumerate(batch):
+                    input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                    mask[row, width - len(encoded[i]) :] = 1
+                criteria = StoppingCriteriaList()
+                if answers is not None:
+                    criteria.append(_StopWhenFinal(tokenizer, width, [answers[i] for i in batch], mode))
+                generated = model.generate(
+                    input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                    generation_config=config, stopping_criteria=criteria,
+                )
+                for row, i in enumerate(batch):
+                    outputs[i] = decode(tokenizer, generated[row, width:].tolist())
+    finally:
+        model.generation_config = saved_config
+    return outputs
+
+
+def exact_match(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    *,
+    mode: MatchMode = "equal",
+    batch_size: int = 64,
+    max_new_tokens: int = 1000,
+    fast_path: bool = True,
+    tie_margin: float = 1e-3,
+    bf16: bool = False,
+    progress: bool = True,
+) -> list[Prediction]:
+    """Score every example; the verdicts equal those of greedy `model.generate`."""
+    certified = (
+        teacher_forced_certify(model, tokenizer, examples, batch_size=batch_size,
+                               tie_margin=tie_margin, bf16=bf16, progress=progress)
+        if fast_path else [False] * len(examples)
+    )
+    rest = [i for i, ok in enumerate(certified) if not ok]
+    generated = greedy_generate(
+        model, tokenizer, [examples[i].prompt for i in rest], max_new_tokens=max_new_tokens,
+        batch_size=batch_size, answers=[examples[i].gold_answers() for i in rest], mode=mode,
+        bf16=bf16, progress=progress,
+    ) if rest else []
+    outputs = dict(zip(rest, generated, strict=True))
+    predictions = []
+    for i, example in enumerate(examples):
+        if certified[i]:
+            output = decode(tokenizer, encode_response(tokenizer, example.response))
+        else:
+            output = outputs[i]
+        answers = list(example.gold_answers())
+        predictions.append(Prediction(
+            prompt=example.prompt, gold=example.response, answers=answers, output=output,
+            correct=is_correct(output, answers, mode),
+            method="teacher_forced" if certified[i] else "generated",
+        ))
+    return predictions
+
+
+def accuracy(predictions: Sequence[Prediction]) -> float:
+    return sum(p.correct for p in predictions) / len(predictions) if predictions else math.nan

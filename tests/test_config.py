@@ -1,0 +1,94 @@
+"""Config validation: every mistake is named with its field and line."""
+
+import pytest
+
+from factmem.config import describe_fields, load_config
+from factmem.errors import ConfigError
+from factmem.models import resolve_model
+
+GOOD = """\
+name: t
+model: smollm2-135m
+stages:
+  - dataset: kvr
+    size: 8
+    stop: {epochs: 2}
+  - dataset: kvr_id
+    size: 8
+    stop: {epochs: 2}
+    training: {learning_rate: 0.001}
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_follow_the_paper(tmp_path):
+    config = load_config(_write(tmp_path, GOOD))
+    t = config.training
+    assert (t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay) == (0.9, 0.95, 1e-8, 0.0)
+    assert (t.lr_scheduler, t.warmup_ratio, t.batch_size, t.max_grad_norm) == ("cosine", 0.05, 32, 1.0)
+    assert config.evaluation.max_new_tokens == 1000
+    assert config.stage_training(1).learning_rate == 0.001
+    assert config.stage_training(0).learning_rate == t.learning_rate
+
+
+def test_overrides(tmp_path):
+    config = load_config(_write(tmp_path, GOOD), ["stages[1].size=16", "seed=3",
+                                                  "training.learning_rate=2e-4"])
+    assert config.stages[1].size == 16 and config.seed == 3
+    assert config.training.learning_rate == 2e-4
+    with pytest.raises(ConfigError, match="no item 5"):
+        load_config(_write(tmp_path, GOOD), ["stages[5].size=1"])
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("    size: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+         "    sise: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+         r"c.yaml:5: stages.0.sise: unknown field"),
+        ("  - dataset: kvr_id", "  - dataset: kvrr",
+         r"c.yaml:7: stages.1.dataset: unknown dataset 'kvrr'"),
+        ("    size: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+         "    size: 0\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+         r"c.yaml:5: stages.0.size: Input should be greater than 0"),
+        ("    stop: {epochs: 2}\n    training", "    training",
+         r"c.yaml:7: stages.1: a stage needs a stop rule"),
+        ("stop: {epochs: 2}\n  - dataset: kvr_id", "stop: {loss_below: 0.001}\n  - dataset: kvr_id",
+         r"stages.0.stop: loss_below needs max_epochs"),
+        ("stop: {epochs: 2}\n  - dataset: kvr_id",
+         "stop: {epochs: 2, loss_below: 0.1}\n  - dataset: kvr_id",
+         r"stages.0.stop: give exactly one of"),
+    ],
+)
+def test_errors_name_field_and_line(tmp_path, old, new, message):
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, GOOD.replace(old, new, 1)))
+
+
+def test_bad_stage_training_override_is_named(tmp_path):
+    config = load_config(_write(tmp_path, GOOD.replace("learning_rate: 0.001", "lr: 0.001")))
+    with pytest.raises(ConfigError, match=r"stages.1.training.lr: unknown field"):
+        config.stage_training(1)
+
+
+def test_missing_file_and_model(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="neither an existing folder nor a hub ID"):
+        resolve_model(str(tmp_path / "no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_every_field_is_documented():
+    text = describe_fields()
+    for field in ("learning_rate", "loss_below", "exact_match_at_least", "max_new_tokens", "stages"):
+        assert f"`{field}`" in text
+    assert "|  |" not in text  # no field without a description

@@ -1,0 +1,109 @@
+"""Exact match: the fast path must give exactly the verdicts of greedy `model.generate`."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from factmem.data.example import encode_prompt
+from factmem.evaluation import (
+    decode,
+    exact_match,
+    greedy_generate,
+    is_correct,
+    mean_response_loss,
+    verdict_is_final,
+)
+
+
+def test_is_correct_follows_the_paper():
+    assert is_correct("  Paris \n", ["paris"])
+    assert not is_correct("Paris, France", ["paris"])
+    assert is_correct("It is Paris, France", ["paris"], mode="contains")
+    assert is_correct("x", ["nope", "X"])
+
+
+@pytest.mark.parametrize(
+    "partial, gold, mode, final",
+    [
+        ("", "abc", "equal", False),
+        ("  ", "abc", "equal", False),
+        (" AB", "abc", "equal", False),  # still a prefix after strip + lower
+        ("abd", "abc", "equal", True),  # diverged: can never equal
+        ("abc", "abc", "equal", False),  # may still end here, or go on
+        ("abc  \n", "abc", "equal", False),  # trailing whitespace is stripped
+        ("abc d", "abc", "equal", True),
+        ("ab\ufffd", "abz", "equal", False),  # unfinished UTF-8 char: undecided
+        ("the ABC is", "abc", "contains", True),
+        ("the AB", "abc", "contains", False),
+    ],
+)
+def test_verdict_is_final(partial, gold, mode, final):
+    assert verdict_is_final(partial, [gold], mode) is final
+
+
+def _reference_verdicts(model, tokenizer, examples, max_new_tokens, mode="equal"):
+    """Plain greedy generate, one example at a time, no padding, no early stop."""
+    verdicts, outputs = [], []
+    model.eval()
+    for example in examples:
+        ids = torch.tensor([encode_prompt(tokenizer, example.prompt)])
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id)
+        text = decode(tokenizer, out[0, ids.shape[1]:].tolist())
+        outputs.append(text)
+        verdicts.append(is_correct(text, example.gold_answers(), mode))
+    return verdicts, outputs
+
+
+def test_fast_path_verdicts_equal_generate_on_a_partly_right_model(partly_trained):
+    model, tokenizer, examples = partly_trained
+    # Upper-cased golds: the teacher-forced tokens differ, yet exact match (lower-cased) may
+    # hold, so these must go through generation and still agree.
+    upper = [dataclasses.replace(e, response=e.response.upper()) for e in examples[:8]]
+    cases = examples + upper
+    reference, _ = _reference_verdicts(model, tokenizer, cases, max_new_tokens=12)
+    fast = exact_match(model, tokenizer, cases, batch_size=5, max_new_tokens=12, progress=False)
+    slow = exact_match(model, tokenizer, cases, batch_size=5, max_new_tokens=12, fast_path=False,
+                       progress=False)
+    assert [p.correct for p in fast] == reference
+    assert [p.correct for p in slow] == reference
+    assert 0 < sum(reference) < len(reference), "the model must be partly right, partly wrong"
+    methods = {p.method for p in fast}
+    assert methods == {"teacher_forced", "generated"}
+    assert any(p.correct and p.method == "generated" for p in fast[len(examples):])
+
+
+def test_generation_stops_early_without_changing_outputs_that_matter(partly_trained):
+    model, tokenizer, examples = partly_trained
+    prompts = [e.prompt for e in examples]
+    full = greedy_generate(model, tokenizer, prompts, max_new_tokens=12, progress=False)
+    _, unbatched = _reference_verdicts(model, tokenizer, examples, max_new_tokens=12)
+    assert full == unbatched  # left-padded batches decode the same text
+    early = greedy_generate(model, tokenizer, prompts, max_new_tokens=12,
+                            answers=[e.gold_answers() for e in examples], progress=False)
+    for e, a, b in zip(examples, full, early, strict=True):
+        assert a.startswith(b)
+        assert is_correct(a, e.gold_answers()) == is_correct(b, e.gold_answers())
+
+
+def test_contains_mode_agrees_with_generate(partly_trained):
+    model, tokenizer, examples = partly_trained
+    cases = [dataclasses.replace(e, answers=(e.response[:2],)) for e in examples]
+    reference, _ = _reference_verdicts(model, tokenizer, cases, 12, mode="contains")
+    fast = exact_match(model, tokenizer, cases, mode="contains", max_new_tokens=12, progress=False)
+    assert [p.correct for p in fast] == reference
+
+
+def test_mean_response_loss_matches_the_models_own_loss(partly_trained):
+    model, tokenizer, examples = partly_trained
+    from factmem.data.example import encode_example
+
+    enc = encode_example(tokenizer, examples[0])
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([enc["input_ids"]]),
+                         labels=torch.tensor([enc["labels"]])).loss.item()
+    assert mean_response_loss(model, tokenizer, examples[:1]) == pytest.approx(expected, rel=1e-5)

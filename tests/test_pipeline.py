@@ -1,0 +1,118 @@
+"""End to end on a tiny model: run dir contents, skip-finished, resume after a kill, refusal."""
+
+import json
+
+import pytest
+
+from factmem.cli import main
+from factmem.config import load_config
+from factmem.errors import ConfigError
+from factmem.pipeline import results_table, run_experiment
+
+
+def _config(model_dir, tmp_path, **extra):
+    data = {
+        "name": "tiny",
+        "model": str(model_dir),
+        "output_dir": str(tmp_path / "runs"),
+        "training": {"learning_rate": 1e-2, "batch_size": 4, "bf16": False, "warmup_ratio": 0.0,
+                     "checkpoint_every_epochs": 1},
+        "evaluation": {"max_new_tokens": 8},
+        "stages": [
+            {"dataset": "kvr", "size": 8, "stop": {"epochs": 3},
+             "options": {"key_length": 3, "value_length": 2}},
+            {"dataset": "kvr_id", "size": 8, "stop": {"epochs": 2},
+             "options": {"key_length": 3, "value_length": 2}},
+        ],
+    } | extra
+    return load_config(data)
+
+
+def test_run_writes_everything(tiny_model_dir, tmp_path):
+    config = _config(tiny_model_dir, tmp_path)
+    results = run_experiment(config, progress=False)
+    run = tmp_path / "runs" / "tiny"
+    assert results["finished"]
+    assert json.loads((run / "results.json").read_text()) == results
+    assert (run / "config.yaml").is_file()
+    for k in (1, 2):
+        assert (run / f"stage{k}" / "model" / "model.safetensors").is_file()
+        assert not (run / f"stage{k}" / "trainer").exists()
+        assert len((run / f"stage{k}" / "data.jsonl").read_text().splitlines()) == 8
+    preds = (run / "stage2" / "predictions" / "stage1.jsonl").read_text().splitlines()
+    assert len(preds) == 8 and {"output", "correct", "gold"} <= set(json.loads(preds[0]))
+    matrix = results["accuracy_matrix"]["values"]
+    assert matrix[0][1] is None and all(v is not None for v in matrix[1])
+    s2 = results["stages"][1]
+    assert s2["epochs"] == 2 and s2["steps"] == 4 and s2["train_tokens"] > 0
+    assert len(s2["loss_curve"]) == 4
+    table = results_table(results)
+    assert "| 2 stage2 | kvr_id (8) |" in table
+
+
+def test_rerun_skips_finished_stages(tiny_model_dir, tmp_path, monkeypatch):
+    config = _config(tiny_model_dir, tmp_path)
+    first = run_experiment(config, progress=False)
+    import factmem.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "train_stage", lambda *a, **k: pytest.fail("retrained"))
+    assert run_experiment(config, progress=False) == first
+
+
+def test_resume_after_kill_gives_the_same_results(tiny_model_dir, tmp_path, monkeypatch):
+    import factmem.training as training
+
+    reference = run_experiment(_config(tiny_model_dir, tmp_path / "ref"), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    original = training._StopRuleCallback.on_epoch_end
+    calls = {"n": 0}
+
+    def kill_in_stage2(self, args, state, control, **kw):
+        original(self, args, state, control, **kw)
+        calls["n"] += 1
+        if calls["n"] == 4:  # stage 1 has 3 epochs; die after stage 2's first epoch
+            control.should_save = True
+            raise Killed
+
+    monkeypatch.setattr(training._StopRuleCallback, "on_epoch_end", kill_in_stage2)
+    config = _config(tiny_model_dir, tmp_path / "killed")
+    with pytest.raises(Killed):
+        run_experiment(config, progress=False)
+    run = tmp_path / "killed" / "runs" / "tiny"
+    assert (run / "stage1" / "stage.json").is_file()
+    assert not (run / "stage2" / "stage.json").exists()
+    assert any((run / "stage2" / "trainer").glob("checkpoint-*"))
+    monkeypatch.setattr(training._StopRuleCallback, "on_epoch_end", original)
+    resumed = run_experiment(config, progress=False)
+
+    def science(results):
+        return [(s["accuracy"], [h["loss"] for h in s["loss_curve"]]) for s in results["stages"]]
+
+    assert science(resumed) == science(reference)
+
+
+def test_a_changed_config_is_refused(tiny_model_dir, tmp_path):
+    run_experiment(_config(tiny_model_dir, tmp_path), progress=False)
+    with pytest.raises(ConfigError, match="different config"):
+        run_experiment(_config(tiny_model_dir, tmp_path, seed=5), progress=False)
+
+
+def test_cli_run_and_errors(tiny_model_dir, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"name: cli\nmodel: {tiny_model_dir}\noutput_dir: {tmp_path / 'runs'}\n"
+        "training: {learning_rate: 0.01, batch_size: 4, bf16: false}\n"
+        "evaluation: {max_new_tokens: 6}\n"
+        "stages:\n  - {dataset: kvr, size: 4, stop: {epochs: 1}}\n"
+        "  - {dataset: kvr_id, size: 4, stop: {epochs: 1}}\n"
+    )
+    assert main(["run", str(config), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 stage1 | kvr (4) |" in out and "| 2 stage2 | kvr_id (4) |" in out
+    assert main(["run", str(config), "--set", "stages[0].stop.epochs=0", "--quiet"]) == 2
+    assert "stages.0.stop.epochs: Input should be greater than 0" in capsys.readouterr().err
+    assert main(["run", "no-such-preset"]) == 2
+    assert "no config file or preset" in capsys.readouterr().err
