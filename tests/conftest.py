@@ -38,11 +38,19 @@ def partly_trained(tiny_model_dir, tmp_path_factory):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir), tokenizer)
     examples = key_value_recall(24, seed=3, key_length=4, value_length=3)
-    cfg = TrainingConfig(learning_rate=1e-2, batch_size=8, bf16=False, checkpoint_every_epochs=0,
-                         warmup_ratio=0.0)
+    cfg = TrainingConfig(
+        learning_rate=1e-2, batch_size=8, bf16=False, checkpoint_every_epochs=0, warmup_ratio=0.0
+    )
     torch.manual_seed(0)
-    train_stage(model, tokenizer, examples, cfg, StopRule(epochs=30),
-                tmp_path_factory.mktemp("pt") / "work", seed=0)
+    train_stage(
+        model,
+        tokenizer,
+        examples,
+        cfg,
+        StopRule(epochs=30),
+        tmp_path_factory.mktemp("pt") / "work",
+        seed=0,
+    )
     return model, tokenizer, examples
 
 

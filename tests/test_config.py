@@ -30,15 +30,21 @@ def test_defaults_follow_the_paper(tmp_path):
     config = load_config(_write(tmp_path, GOOD))
     t = config.training
     assert (t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay) == (0.9, 0.95, 1e-8, 0.0)
-    assert (t.lr_scheduler, t.warmup_ratio, t.batch_size, t.max_grad_norm) == ("cosine", 0.05, 32, 1.0)
+    assert (t.lr_scheduler, t.warmup_ratio, t.batch_size, t.max_grad_norm) == (
+        "cosine",
+        0.05,
+        32,
+        1.0,
+    )
     assert config.evaluation.max_new_tokens == 1000
     assert config.stage_training(1).learning_rate == 0.001
     assert config.stage_training(0).learning_rate == t.learning_rate
 
 
 def test_overrides(tmp_path):
-    config = load_config(_write(tmp_path, GOOD), ["stages[1].size=16", "seed=3",
-                                                  "training.learning_rate=2e-4"])
+    config = load_config(
+        _write(tmp_path, GOOD), ["stages[1].size=16", "seed=3", "training.learning_rate=2e-4"]
+    )
     assert config.stages[1].size == 16 and config.seed == 3
     assert config.training.learning_rate == 2e-4
     with pytest.raises(ConfigError, match="no item 5"):
@@ -48,21 +54,36 @@ def test_overrides(tmp_path):
 @pytest.mark.parametrize(
     "old, new, message",
     [
-        ("    size: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
-         "    sise: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
-         r"c.yaml:5: stages.0.sise: unknown field"),
-        ("  - dataset: kvr_id", "  - dataset: kvrr",
-         r"c.yaml:7: stages.1.dataset: unknown dataset 'kvrr'"),
-        ("    size: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
-         "    size: 0\n    stop: {epochs: 2}\n  - dataset: kvr_id",
-         r"c.yaml:5: stages.0.size: Input should be greater than 0"),
-        ("    stop: {epochs: 2}\n    training", "    training",
-         r"c.yaml:7: stages.1: a stage needs a stop rule"),
-        ("stop: {epochs: 2}\n  - dataset: kvr_id", "stop: {loss_below: 0.001}\n  - dataset: kvr_id",
-         r"stages.0.stop: loss_below needs max_epochs"),
-        ("stop: {epochs: 2}\n  - dataset: kvr_id",
-         "stop: {epochs: 2, loss_below: 0.1}\n  - dataset: kvr_id",
-         r"stages.0.stop: give exactly one of"),
+        (
+            "    size: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+            "    sise: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+            r"c.yaml:5: stages.0.sise: unknown field",
+        ),
+        (
+            "  - dataset: kvr_id",
+            "  - dataset: kvrr",
+            r"c.yaml:7: stages.1.dataset: unknown dataset 'kvrr'",
+        ),
+        (
+            "    size: 8\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+            "    size: 0\n    stop: {epochs: 2}\n  - dataset: kvr_id",
+            r"c.yaml:5: stages.0.size: Input should be greater than 0",
+        ),
+        (
+            "    stop: {epochs: 2}\n    training",
+            "    training",
+            r"c.yaml:7: stages.1: a stage needs a stop rule",
+        ),
+        (
+            "stop: {epochs: 2}\n  - dataset: kvr_id",
+            "stop: {loss_below: 0.001}\n  - dataset: kvr_id",
+            r"stages.0.stop: loss_below needs max_epochs",
+        ),
+        (
+            "stop: {epochs: 2}\n  - dataset: kvr_id",
+            "stop: {epochs: 2, loss_below: 0.1}\n  - dataset: kvr_id",
+            r"stages.0.stop: give exactly one of",
+        ),
     ],
 )
 def test_errors_name_field_and_line(tmp_path, old, new, message):
@@ -89,6 +110,12 @@ def test_missing_file_and_model(tmp_path):
 
 def test_every_field_is_documented():
     text = describe_fields()
-    for field in ("learning_rate", "loss_below", "exact_match_at_least", "max_new_tokens", "stages"):
+    for field in (
+        "learning_rate",
+        "loss_below",
+        "exact_match_at_least",
+        "max_new_tokens",
+        "stages",
+    ):
         assert f"`{field}`" in text
     assert "|  |" not in text  # no field without a description

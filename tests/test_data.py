@@ -42,14 +42,20 @@ def test_registry_errors_name_the_problem(tmp_path):
 def test_local_file_rows_and_errors(tmp_path):
     good = tmp_path / "facts.jsonl"
     good.write_text(
-        json.dumps({"prompt": "Q1?", "response": "A1"}) + "\n"
-        + json.dumps({"input_text": "Q2?", "target_text": "A2"}) + "\n"
+        json.dumps({"prompt": "Q1?", "response": "A1"})
+        + "\n"
+        + json.dumps({"input_text": "Q2?", "target_text": "A2"})
+        + "\n"
     )
     examples = load_examples("local", None, 0, path=str(good))
     assert [(e.prompt, e.response) for e in examples] == [("Q1?", "A1"), ("Q2?", "A2")]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "Q1?", "response": "A1"}) + "\n"
-                   + json.dumps({"prompt": "Q2?", "response": ""}) + "\n")
+    bad.write_text(
+        json.dumps({"prompt": "Q1?", "response": "A1"})
+        + "\n"
+        + json.dumps({"prompt": "Q2?", "response": ""})
+        + "\n"
+    )
     with pytest.raises(DataError, match=r"bad.jsonl:2: field 'response' is missing or empty"):
         load_examples("local", None, 0, path=str(bad))
     kept = load_examples("local", None, 0, path=str(bad), options={"skip_bad_rows": True})

@@ -15,14 +15,27 @@ def _config(model_dir, tmp_path, **extra):
         "name": "tiny",
         "model": str(model_dir),
         "output_dir": str(tmp_path / "runs"),
-        "training": {"learning_rate": 1e-2, "batch_size": 4, "bf16": False, "warmup_ratio": 0.0,
-                     "checkpoint_every_epochs": 1},
+        "training": {
+            "learning_rate": 1e-2,
+            "batch_size": 4,
+            "bf16": False,
+            "warmup_ratio": 0.0,
+            "checkpoint_every_epochs": 1,
+        },
         "evaluation": {"max_new_tokens": 8},
         "stages": [
-            {"dataset": "kvr", "size": 8, "stop": {"epochs": 3},
-             "options": {"key_length": 3, "value_length": 2}},
-            {"dataset": "kvr_id", "size": 8, "stop": {"epochs": 2},
-             "options": {"key_length": 3, "value_length": 2}},
+            {
+                "dataset": "kvr",
+                "size": 8,
+                "stop": {"epochs": 3},
+                "options": {"key_length": 3, "value_length": 2},
+            },
+            {
+                "dataset": "kvr_id",
+                "size": 8,
+                "stop": {"epochs": 2},
+                "options": {"key_length": 3, "value_length": 2},
+            },
         ],
     } | extra
     return load_config(data)
@@ -67,17 +80,11 @@ def test_resume_after_kill_gives_the_same_results(tiny_model_dir, tmp_path, monk
     class Killed(Exception):
         pass
 
-    original = training._StopRuleCallback.on_epoch_end
-    calls = {"n": 0}
-
     def kill_in_stage2(self, args, state, control, **kw):
-        original(self, args, state, control, **kw)
-        calls["n"] += 1
-        if calls["n"] == 4:  # stage 1 has 3 epochs; die after stage 2's first epoch
-            control.should_save = True
+        if "stage2" in args.output_dir:  # die right after stage 2's first checkpoint
             raise Killed
 
-    monkeypatch.setattr(training._StopRuleCallback, "on_epoch_end", kill_in_stage2)
+    monkeypatch.setattr(training._StopRuleCallback, "on_save", kill_in_stage2, raising=False)
     config = _config(tiny_model_dir, tmp_path / "killed")
     with pytest.raises(Killed):
         run_experiment(config, progress=False)
@@ -85,7 +92,7 @@ def test_resume_after_kill_gives_the_same_results(tiny_model_dir, tmp_path, monk
     assert (run / "stage1" / "stage.json").is_file()
     assert not (run / "stage2" / "stage.json").exists()
     assert any((run / "stage2" / "trainer").glob("checkpoint-*"))
-    monkeypatch.setattr(training._StopRuleCallback, "on_epoch_end", original)
+    monkeypatch.undo()
     resumed = run_experiment(config, progress=False)
 
     def science(results):

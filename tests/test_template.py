@@ -27,7 +27,7 @@ def test_labels_mask_the_prompt_and_keep_response_and_eos(tiny):
     response_ids = encode_response(tokenizer, example.response)
     assert encoded["input_ids"] == prompt_ids + response_ids
     assert encoded["labels"][: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
-    assert encoded["labels"][len(prompt_ids):] == response_ids
+    assert encoded["labels"][len(prompt_ids) :] == response_ids
     assert response_ids[-1] == tokenizer.eos_token_id
     text = tokenizer.decode(encoded["input_ids"])
     assert text == format_example(example, tokenizer.eos_token)

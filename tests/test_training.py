@@ -11,8 +11,9 @@ from factmem.data.factoid import key_value_recall
 from factmem.models import load_model, load_tokenizer
 from factmem.training import make_collator, train_stage
 
-FAST = dict(learning_rate=1e-2, batch_size=4, bf16=False, checkpoint_every_epochs=0,
-            warmup_ratio=0.0)
+FAST = dict(
+    learning_rate=1e-2, batch_size=4, bf16=False, checkpoint_every_epochs=0, warmup_ratio=0.0
+)
 
 
 def _fresh(tiny_model_dir):
@@ -20,25 +21,38 @@ def _fresh(tiny_model_dir):
     return load_model(str(tiny_model_dir), tokenizer), tokenizer
 
 
-def test_packed_batch_loss_equals_padded_batch_loss(tiny):
+def test_packed_examples_do_not_see_each_other(tiny):
+    """Per-example logits in a packed row equal those of the example alone (train mode)."""
     model, tokenizer = tiny
     examples = key_value_recall(3, 0) + key_value_recall(2, 0, key_length=20, value_length=11)
     features = [encode_example(tokenizer, e) for e in examples]
     assert len({len(f["input_ids"]) for f in features}) > 1
-    model.eval()
+    model.train()  # dropout is 0; train mode is where the KV-cache trap sits
     with torch.no_grad():
         packed = make_collator(tokenizer, True)([dict(f) for f in features])
-        padded = make_collator(tokenizer, False)([dict(f) for f in features])
         assert packed["input_ids"].shape[0] == 1  # one row, no padding
-        loss_packed = model(**packed).loss.item()
-        loss_padded = model(**padded).loss.item()
-    assert loss_packed == pytest.approx(loss_padded, rel=1e-5)
+        logits = model(**packed).logits[0]
+        start = 0
+        for f in features:
+            alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
+            end = start + len(f["input_ids"])
+            assert torch.allclose(logits[start:end], alone, atol=1e-5)
+            start = end
+        padded = make_collator(tokenizer, False)([dict(f) for f in features])
+        assert model(**packed).loss.item() == pytest.approx(model(**padded).loss.item(), rel=1e-5)
 
 
 def test_fixed_epochs(tiny_model_dir, tmp_path):
     model, tokenizer = _fresh(tiny_model_dir)
-    out = train_stage(model, tokenizer, key_value_recall(10, 0), TrainingConfig(**FAST),
-                      StopRule(epochs=3), tmp_path / "w", seed=0)
+    out = train_stage(
+        model,
+        tokenizer,
+        key_value_recall(10, 0),
+        TrainingConfig(**FAST),
+        StopRule(epochs=3),
+        tmp_path / "w",
+        seed=0,
+    )
     assert out.epochs == 3 and out.steps == 3 * math.ceil(10 / 4)
     assert out.rule_met and len(out.loss_curve) == out.steps
     assert out.response_tokens < out.train_tokens
@@ -49,8 +63,15 @@ def test_fixed_epochs(tiny_model_dir, tmp_path):
 def test_loss_below_stops_after_patience_steps(tiny_model_dir, tmp_path):
     model, tokenizer = _fresh(tiny_model_dir)
     rule = StopRule(loss_below=0.5, loss_patience=3, max_epochs=200)
-    out = train_stage(model, tokenizer, key_value_recall(4, 0, key_length=2, value_length=2),
-                      TrainingConfig(**FAST), rule, tmp_path / "w", seed=0)
+    out = train_stage(
+        model,
+        tokenizer,
+        key_value_recall(4, 0, key_length=2, value_length=2),
+        TrainingConfig(**FAST),
+        rule,
+        tmp_path / "w",
+        seed=0,
+    )
     assert out.rule_met and out.epochs < 200
     below = [h for h in out.loss_curve if h["loss"] < 0.5]
     assert len(below) == 3 and out.loss_curve[-1]["loss"] < 0.5
@@ -63,8 +84,16 @@ def test_loss_below_per_epoch(tiny_model_dir, tmp_path, measure):
     model, tokenizer = _fresh(tiny_model_dir)
     examples = key_value_recall(4, 0, key_length=2, value_length=2)
     rule = StopRule(loss_below=0.5, loss_measure=measure, max_epochs=200)
-    out = train_stage(model, tokenizer, examples, TrainingConfig(**FAST), rule, tmp_path / "w",
-                      seed=0, epoch_check=lambda m: mean_response_loss(m, tokenizer, examples))
+    out = train_stage(
+        model,
+        tokenizer,
+        examples,
+        TrainingConfig(**FAST),
+        rule,
+        tmp_path / "w",
+        seed=0,
+        epoch_check=lambda m: mean_response_loss(m, tokenizer, examples),
+    )
     key = f"check_{measure}_loss"
     checks = [c[key] for c in out.epoch_checks]
     assert out.rule_met and checks[-1] < 0.5 and all(c >= 0.5 for c in checks[:-1])
@@ -80,13 +109,28 @@ def test_exact_match_rule_and_cap(tiny_model_dir, tmp_path):
     def em(m):
         return accuracy(exact_match(m, tokenizer, examples, max_new_tokens=8, progress=False))
 
-    out = train_stage(model, tokenizer, examples, TrainingConfig(**FAST),
-                      StopRule(exact_match_at_least=1.0, max_epochs=100), tmp_path / "w", 0, em)
+    out = train_stage(
+        model,
+        tokenizer,
+        examples,
+        TrainingConfig(**FAST),
+        StopRule(exact_match_at_least=1.0, max_epochs=100),
+        tmp_path / "w",
+        0,
+        em,
+    )
     assert out.rule_met and out.epoch_checks[-1]["check_exact_match"] == 1.0
     assert em(model) == 1.0
     model, tokenizer = _fresh(tiny_model_dir)
-    capped = train_stage(model, tokenizer, examples, TrainingConfig(**FAST),
-                         StopRule(loss_below=1e-12, max_epochs=2), tmp_path / "w2", 0)
+    capped = train_stage(
+        model,
+        tokenizer,
+        examples,
+        TrainingConfig(**FAST),
+        StopRule(loss_below=1e-12, max_epochs=2),
+        tmp_path / "w2",
+        0,
+    )
     assert not capped.rule_met and capped.epochs == 2 and "reached without" in capped.stop_reason
 
 
@@ -94,9 +138,34 @@ def test_same_seed_same_training(tiny_model_dir, tmp_path):
     curves, weights = [], []
     for run in range(2):
         model, tokenizer = _fresh(tiny_model_dir)
-        out = train_stage(model, tokenizer, key_value_recall(12, 0), TrainingConfig(**FAST),
-                          StopRule(epochs=2), tmp_path / f"w{run}", seed=7)
+        out = train_stage(
+            model,
+            tokenizer,
+            key_value_recall(12, 0),
+            TrainingConfig(**FAST),
+            StopRule(epochs=2),
+            tmp_path / f"w{run}",
+            seed=7,
+        )
         curves.append([h["loss"] for h in out.loss_curve])
         weights.append(model.model.layers[0].mlp.up_proj.weight.detach().clone())
     assert curves[0] == curves[1]
     assert torch.equal(weights[0], weights[1])
+
+
+def test_answer_logits_collator_keeps_loss_and_gradients(tiny):
+    model, tokenizer = tiny
+    examples = key_value_recall(3, 0) + key_value_recall(2, 0, key_length=20, value_length=11)
+    features = [encode_example(tokenizer, e) for e in examples]
+    full = make_collator(tokenizer, False)([dict(f) for f in features])
+    cut = make_collator(tokenizer, False, model)([dict(f) for f in features])
+    assert cut["labels"].shape[1] < full["labels"].shape[1]
+    grads = []
+    for batch in (full, cut):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        grads.append((loss.item(), model.model.layers[-1].mlp.down_proj.weight.grad.clone()))
+    model.zero_grad()
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-7, rtol=1e-5)

@@ -33,7 +33,9 @@ def _setup_logging(run_dir: Path | None, quiet: bool) -> None:
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S", handlers=handlers, force=True,
+        datefmt="%H:%M:%S",
+        handlers=handlers,
+        force=True,
     )
     for noisy in ("transformers", "accelerate", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -81,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and score every stage of a config (resumes)")
     run.add_argument("config", help="a YAML file, or a preset name from configs/ (e.g. default)")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a field, e.g. --set stages[0].size=32 --set seed=1")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set stages[0].size=32 --set seed=1",
+    )
     run.add_argument("--name", help="run name (directory under output_dir)")
     run.add_argument("--output-dir", help="where run directories go (default: runs)")
     run.add_argument("--quiet", action="store_true", help="warnings only, no progress bars")
@@ -90,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     prep = sub.add_parser("prepare-model", help="convert an embedded model once; print its folder")
     prep.add_argument("model", nargs="?", default="smollm2-135m")
     prep.set_defaults(func=cmd_prepare_model)
-    sub.add_parser("fields", help="every config field with its default").set_defaults(func=cmd_fields)
-    sub.add_parser("datasets", help="dataset names a config can use").set_defaults(func=cmd_datasets)
+    sub.add_parser("fields", help="every config field with its default").set_defaults(
+        func=cmd_fields
+    )
+    sub.add_parser("datasets", help="dataset names a config can use").set_defaults(
+        func=cmd_datasets
+    )
     args = parser.parse_args(argv)
     try:
         args.func(args)

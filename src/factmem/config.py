@@ -35,7 +35,9 @@ class TrainingConfig(_Strict):
     )
     batch_size: int = Field(32, gt=0, description="Examples per optimizer step (paper: 32).")
     micro_batch_size: int | None = Field(
-        None, gt=0, description="Examples per forward pass; gradient accumulation makes up "
+        None,
+        gt=0,
+        description="Examples per forward pass; gradient accumulation makes up "
         "batch_size. Default: batch_size.",
     )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1 (paper: 0.9).")
@@ -99,8 +101,10 @@ class StopRule(_Strict):
         "(strictest: the loss of the model that is kept). Losses exclude prompt and padding.",
     )
     loss_patience: int = Field(
-        10, gt=0, description="For loss_measure=steps: how many steps below the threshold stop "
-        "the stage (official code: 10)."
+        10,
+        gt=0,
+        description="For loss_measure=steps: how many steps below the threshold stop "
+        "the stage (official code: 10).",
     )
     exact_match_at_least: float | None = Field(
         None,
@@ -118,9 +122,7 @@ class StopRule(_Strict):
 
     @model_validator(mode="after")
     def _one_rule(self) -> StopRule:
-        chosen = [
-            n for n in ("epochs", "loss_below", "exact_match_at_least") if getattr(self, n)
-        ]
+        chosen = [n for n in ("epochs", "loss_below", "exact_match_at_least") if getattr(self, n)]
         if len(chosen) != 1:
             raise ValueError(
                 "give exactly one of epochs, loss_below, exact_match_at_least "
@@ -157,9 +159,7 @@ class StageConfig(_Strict):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Dataset-specific options (see its docstring)."
     )
-    stop: StopRule | None = Field(
-        None, description="When the stage ends; required (see StopRule)."
-    )
+    stop: StopRule | None = Field(None, description="When the stage ends; required (see StopRule).")
     training: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of the experiment's training settings for this stage only.",
@@ -238,7 +238,7 @@ class ExperimentConfig(_Strict):
         return self.stages[index].name or f"stage{index + 1}"
 
     def fingerprint(self, upto: int) -> str:
-        """Hash of everything that determines stage `upto`'s checkpoint (model, seed, stages 0..upto)."""
+        """Hash of all that determines stage `upto`'s checkpoint (model, seed, stages 0..upto)."""
         payload = {
             "model": self.model,
             "seed": self.seed,
@@ -277,8 +277,9 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
     return out
 
 
-def _format_errors(err: ValidationError, source: str = "", lines: dict | None = None,
-                   prefix: tuple = ()) -> str:
+def _format_errors(
+    err: ValidationError, source: str = "", lines: dict | None = None, prefix: tuple = ()
+) -> str:
     messages = []
     for e in err.errors():
         loc = prefix + tuple(e["loc"])
@@ -384,7 +385,13 @@ def describe_fields() -> str:
             if info.is_required():
                 default = "required"
             elif info.default_factory is not None:
-                default = "see below" if name in ("training", "evaluation") else "`{}`" if info.default_factory is dict else "`[]`"  # noqa: E501
+                default = (
+                    "see below"
+                    if name in ("training", "evaluation")
+                    else "`{}`"
+                    if info.default_factory is dict
+                    else "`[]`"
+                )  # noqa: E501
             else:
                 default = f"`{info.default}`"
             out.append(f"| `{name}` | {default} | {info.description or ''} |")

@@ -82,7 +82,7 @@ def verdict_is_final(partial: str, answers: Sequence[str], mode: MatchMode = "eq
     for gold in golds:
         if gold.startswith(text):
             return False
-        if text.startswith(gold) and not text[len(gold):].strip():
+        if text.startswith(gold) and not text[len(gold) :].strip():
             return False
     return True
 
@@ -129,7 +129,9 @@ def _target_logits(
         input_ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    hidden = decoder(
+        input_ids=input_ids.to(device), attention_mask=mask.to(device)
+    ).last_hidden_state
     out = []
     for row, (seq, plen) in enumerate(zip(sequences, prompt_lengths, strict=True)):
         out.append(head(hidden[row, plen - 1 : len(seq) - 1]).float())
@@ -152,10 +154,16 @@ def teacher_forced_certify(
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
     certified = [False] * len(examples)
     with eval_mode(model, bf16):
-        for batch in tqdm(list(_batches(order, batch_size)), desc="exact match (forward)",
-                          disable=not progress, leave=False):
+        for batch in tqdm(
+            list(_batches(order, batch_size)),
+            desc="exact match (forward)",
+            disable=not progress,
+            leave=False,
+        ):
             logits = _target_logits(
-                model, [prompts[i] + targets[i] for i in batch], [len(prompts[i]) for i in batch],
+                model,
+                [prompts[i] + targets[i] for i in batch],
+                [len(prompts[i]) for i in batch],
                 tokenizer.pad_token_id,
             )
             for i, lg in zip(batch, logits, strict=True):
@@ -168,8 +176,12 @@ def teacher_forced_certify(
 
 
 def mean_response_loss(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
-    *, batch_size: int = 64, bf16: bool = False,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    *,
+    batch_size: int = 64,
+    bf16: bool = False,
 ) -> float:
     """Token-mean cross-entropy on response tokens (incl. EOS), in eval mode."""
     prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
@@ -179,7 +191,9 @@ def mean_response_loss(
     with eval_mode(model, bf16):
         for batch in _batches(order, batch_size):
             logits = _target_logits(
-                model, [prompts[i] + targets[i] for i in batch], [len(prompts[i]) for i in batch],
+                model,
+                [prompts[i] + targets[i] for i in batch],
+                [len(prompts[i]) for i in batch],
                 tokenizer.pad_token_id,
             )
             for i, lg in zip(batch, logits, strict=True):
@@ -196,11 +210,17 @@ class _StopWhenFinal(StoppingCriteria):
     """Per-row early stop once the verdict cannot change (see verdict_is_final)."""
 
     def __init__(self, tokenizer, prompt_width: int, answers: list[Sequence[str]], mode: MatchMode):
-        self.tokenizer, self.prompt_width, self.answers, self.mode = tokenizer, prompt_width, answers, mode
+        self.tokenizer, self.prompt_width, self.answers, self.mode = (
+            tokenizer,
+            prompt_width,
+            answers,
+            mode,
+        )
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(
-            input_ids[:, self.prompt_width :], skip_special_tokens=True,
+            input_ids[:, self.prompt_width :],
+            skip_special_tokens=True,
             clean_up_tokenization_spaces=False,
         )
         done = [verdict_is_final(t, a, self.mode) for t, a in zip(texts, self.answers, strict=True)]
@@ -219,33 +239,46 @@ def greedy_generate(
     bf16: bool = False,
     progress: bool = True,
 ) -> list[str]:
-    """Greedy outputs (left-padded batches). With `answers`, rows stop once their verdict is final."""
+    """Greedy outputs (left-padded batches); with `answers`, rows stop once the verdict is final."""
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     outputs = [""] * len(prompts)
     config = GenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     # Swap in a plain greedy config, so that a model's own defaults (repetition penalty, ...)
     # cannot turn "greedy" into something else.
     saved_config, model.generation_config = model.generation_config, config
     try:
         with eval_mode(model, bf16):
-            for batch in tqdm(list(_batches(order, batch_size)), desc="exact match (generate)",
-                              disable=not progress, leave=False):
+            for batch in tqdm(
+                list(_batches(order, batch_size)),
+                desc="exact match (generate)",
+                disable=not progress,
+                leave=False,
+            ):
                 width = max(len(encoded[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+                input_ids = torch.full(
+                    (len(batch), width), tokenizer.pad_token_id, dtype=torch.long
+                )
                 mask = torch.zeros_like(input_ids)
                 for row, i in enumerate(batch):
                     input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                     mask[row, width - len(encoded[i]) :] = 1
                 criteria = StoppingCriteriaList()
                 if answers is not None:
-                    criteria.append(_StopWhenFinal(tokenizer, width, [answers[i] for i in batch], mode))
+                    criteria.append(
+                        _StopWhenFinal(tokenizer, width, [answers[i] for i in batch], mode)
+                    )
                 generated = model.generate(
-                    input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                    generation_config=config, stopping_criteria=criteria,
+                    input_ids=input_ids.to(model.device),
+                    attention_mask=mask.to(model.device),
+                    generation_config=config,
+                    stopping_criteria=criteria,
                 )
                 for row, i in enumerate(batch):
                     outputs[i] = decode(tokenizer, generated[row, width:].tolist())
@@ -269,16 +302,34 @@ def exact_match(
 ) -> list[Prediction]:
     """Score every example; the verdicts equal those of greedy `model.generate`."""
     certified = (
-        teacher_forced_certify(model, tokenizer, examples, batch_size=batch_size,
-                               tie_margin=tie_margin, bf16=bf16, progress=progress)
-        if fast_path else [False] * len(examples)
+        teacher_forced_certify(
+            model,
+            tokenizer,
+            examples,
+            batch_size=batch_size,
+            tie_margin=tie_margin,
+            bf16=bf16,
+            progress=progress,
+        )
+        if fast_path
+        else [False] * len(examples)
     )
     rest = [i for i, ok in enumerate(certified) if not ok]
-    generated = greedy_generate(
-        model, tokenizer, [examples[i].prompt for i in rest], max_new_tokens=max_new_tokens,
-        batch_size=batch_size, answers=[examples[i].gold_answers() for i in rest], mode=mode,
-        bf16=bf16, progress=progress,
-    ) if rest else []
+    generated = (
+        greedy_generate(
+            model,
+            tokenizer,
+            [examples[i].prompt for i in rest],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            answers=[examples[i].gold_answers() for i in rest],
+            mode=mode,
+            bf16=bf16,
+            progress=progress,
+        )
+        if rest
+        else []
+    )
     outputs = dict(zip(rest, generated, strict=True))
     predictions = []
     for i, example in enumerate(examples):
@@ -287,11 +338,16 @@ def exact_match(
         else:
             output = outputs[i]
         answers = list(example.gold_answers())
-        predictions.append(Prediction(
-            prompt=example.prompt, gold=example.response, answers=answers, output=output,
-            correct=is_correct(output, answers, mode),
-            method="teacher_forced" if certified[i] else "generated",
-        ))
+        predictions.append(
+            Prediction(
+                prompt=example.prompt,
+                gold=example.response,
+                answers=answers,
+                output=output,
+                correct=is_correct(output, answers, mode),
+                method="teacher_forced" if certified[i] else "generated",
+            )
+        )
     return predictions
 
 

@@ -1,4 +1,4 @@
-"""Models and tokenizers: the embedded SmolLM2 (GGUF -> cached HF folder), any HF model, tiny test models.
+"""Models and tokenizers: embedded SmolLM2 (GGUF -> cached HF folder), any HF model, tiny models.
 
 Every tokenizer factmem uses is normalised the same way: an EOS that ends each response,
 and a pad token distinct from EOS, so padding can never be confused with the end of an answer.
@@ -64,7 +64,9 @@ def resolve_model(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"model: {path} exists but holds no config.json (not a HF model folder)")
+            raise ConfigError(
+                f"model: {path} exists but holds no config.json (not a HF model folder)"
+            )
         return str(path)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1
     if looks_local:
@@ -82,7 +84,9 @@ def prepare_embedded(name: str) -> Path:
     if (target / "config.json").is_file():
         return target
     try:
-        gguf = Path(str(importlib.metadata.distribution(spec.distribution).locate_file(spec.gguf_file)))
+        gguf = Path(
+            str(importlib.metadata.distribution(spec.distribution).locate_file(spec.gguf_file))
+        )
     except importlib.metadata.PackageNotFoundError:
         raise ConfigError(
             f"model: {name!r} needs the package {spec.distribution}; install it with "
@@ -164,7 +168,9 @@ def load_model(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel
 # ------------------------------------------------------------------ tiny models for tests
 
 
-def build_tiny_model(folder: str | Path, *, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
+def build_tiny_model(
+    folder: str | Path, *, layers: int = 2, hidden: int = 64, seed: int = 0
+) -> Path:
     """A randomly initialised Llama with a small byte-level BPE tokenizer, saved to `folder`.
 
     Tests and smoke runs use it: it trains in seconds, and behaves like a real HF model folder.
@@ -189,15 +195,23 @@ def build_tiny_model(folder: str | Path, *, layers: int = 2, hidden: int = 64, s
     )
     bpe.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=1024, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
     model = LlamaForCausalLM(config)

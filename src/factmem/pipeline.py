@@ -53,8 +53,9 @@ def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
                 )
 
 
-def run_experiment(config: ExperimentConfig, run_dir: Path | None = None,
-                   progress: bool = True) -> dict:
+def run_experiment(
+    config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True
+) -> dict:
     """Train and score every stage of `config`; returns (and writes) results.json's content."""
     run_dir = Path(run_dir or Path(config.output_dir) / config.name)
     _check_run_dir(run_dir, config)
@@ -68,11 +69,15 @@ def run_experiment(config: ExperimentConfig, run_dir: Path | None = None,
         stage_dir = run_dir / f"stage{index + 1}"
         record_file = stage_dir / "stage.json"
         if record_file.is_file():
-            log.info("stage %d (%s): finished earlier, skipping", index + 1, config.stage_name(index))
+            log.info(
+                "stage %d (%s): finished earlier, skipping", index + 1, config.stage_name(index)
+            )
             records.append(json.loads(record_file.read_text()))
             continue
         previous = base_path if index == 0 else str(run_dir / f"stage{index}" / "model")
-        records.append(_run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress))
+        records.append(
+            _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
+        )
         _write_results(run_dir, config, records)
     results = _write_results(run_dir, config, records)
     return results
@@ -82,24 +87,48 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
     stage, examples = config.stages[index], stage_sets[index]
     training, evaluation = config.stage_training(index), config.evaluation
     name = config.stage_name(index)
-    log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s",
-             index + 1, name, stage.dataset, len(examples), previous, stage.stop.describe())
+    log.info(
+        "stage %d (%s): training on %s, %d examples, from %s, stop: %s",
+        index + 1,
+        name,
+        stage.dataset,
+        len(examples),
+        previous,
+        stage.stop.describe(),
+    )
     write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
     model = load_model(previous, tokenizer)
     match = REGISTRY[stage.dataset].match
 
     def epoch_check(m):
         if stage.stop.exact_match_at_least is not None:
-            preds = exact_match(m, tokenizer, examples, mode=match, batch_size=evaluation.batch_size,
-                                max_new_tokens=evaluation.max_new_tokens,
-                                fast_path=evaluation.fast_path, tie_margin=evaluation.tie_margin,
-                                bf16=evaluation.bf16, progress=False)
+            preds = exact_match(
+                m,
+                tokenizer,
+                examples,
+                mode=match,
+                batch_size=evaluation.batch_size,
+                max_new_tokens=evaluation.max_new_tokens,
+                fast_path=evaluation.fast_path,
+                tie_margin=evaluation.tie_margin,
+                bf16=evaluation.bf16,
+                progress=False,
+            )
             return accuracy(preds)
-        return mean_response_loss(m, tokenizer, examples, batch_size=evaluation.batch_size,
-                                  bf16=evaluation.bf16)
+        return mean_response_loss(
+            m, tokenizer, examples, batch_size=evaluation.batch_size, bf16=evaluation.bf16
+        )
 
-    outcome = train_stage(model, tokenizer, examples, training, stage.stop,
-                          stage_dir / "trainer", config.seed, epoch_check)
+    outcome = train_stage(
+        model,
+        tokenizer,
+        examples,
+        training,
+        stage.stop,
+        stage_dir / "trainer",
+        config.seed,
+        epoch_check,
+    )
     write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
 
@@ -108,16 +137,27 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
     for j in range(index + 1):
         set_name = config.stage_name(j)
         preds = exact_match(
-            model, tokenizer, stage_sets[j], mode=REGISTRY[config.stages[j].dataset].match,
-            batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
-            fast_path=evaluation.fast_path, tie_margin=evaluation.tie_margin,
-            bf16=evaluation.bf16, progress=progress,
+            model,
+            tokenizer,
+            stage_sets[j],
+            mode=REGISTRY[config.stages[j].dataset].match,
+            batch_size=evaluation.batch_size,
+            max_new_tokens=evaluation.max_new_tokens,
+            fast_path=evaluation.fast_path,
+            tie_margin=evaluation.tie_margin,
+            bf16=evaluation.bf16,
+            progress=progress,
         )
         scores[set_name] = accuracy(preds)
-        write_jsonl_atomic(stage_dir / "predictions" / f"{set_name}.jsonl",
-                           (p.to_json() for p in preds))
-        log.info("after stage %d: exact match on %s = %.1f%%", index + 1, set_name,
-                 100 * scores[set_name])
+        write_jsonl_atomic(
+            stage_dir / "predictions" / f"{set_name}.jsonl", (p.to_json() for p in preds)
+        )
+        log.info(
+            "after stage %d: exact match on %s = %.1f%%",
+            index + 1,
+            set_name,
+            100 * scores[set_name],
+        )
     record = {
         "index": index + 1,
         "name": name,
@@ -161,15 +201,28 @@ def results_table(results: dict) -> str:
     """Markdown: one row per finished stage, exact match (%) on every set trained so far."""
     columns = results["accuracy_matrix"]["columns"]
     stages = {r["name"]: r for r in results["stages"]}
-    header = ["after stage", "trained on"] + [
-        f"EM {c} ({stages[c]['dataset']})" if c in stages else f"EM {c}" for c in columns
-    ] + ["epochs", "train s"]
+    header = (
+        ["after stage", "trained on"]
+        + [f"EM {c} ({stages[c]['dataset']})" if c in stages else f"EM {c}" for c in columns]
+        + ["epochs", "train s"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for record in results["stages"]:
         cells = [
-            f"{100 * record['accuracy'][c]:.1f}" if c in record["accuracy"] else "-" for c in columns
+            f"{100 * record['accuracy'][c]:.1f}" if c in record["accuracy"] else "-"
+            for c in columns
         ]
-        lines.append("| " + " | ".join(
-            [f"{record['index']} {record['name']}", f"{record['dataset']} ({record['size']})", *cells,
-             f"{record['epochs']:.1f}", f"{record['train_time_s']:.0f}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"{record['index']} {record['name']}",
+                    f"{record['dataset']} ({record['size']})",
+                    *cells,
+                    f"{record['epochs']:.1f}",
+                    f"{record['train_time_s']:.0f}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)

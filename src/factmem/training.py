@@ -8,6 +8,7 @@ is rounded to 4 decimals, too coarse for a 1e-4 threshold), and the stop rules.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from factmem.config import StopRule, TrainingConfig
@@ -51,17 +53,63 @@ def use_bf16(setting: str | bool) -> bool:
 def use_packing(setting: str | bool, model: PreTrainedModel) -> bool:
     if setting != "auto":
         return bool(setting)
-    return getattr(model.config, "_attn_implementation", "") in ("flash_attention_2",
-                                                                  "flash_attention_3")
+    return getattr(model.config, "_attn_implementation", "") in (
+        "flash_attention_2",
+        "flash_attention_3",
+    )
 
 
-def make_collator(tokenizer: PreTrainedTokenizerBase, packing: bool):
+class AnswerLogitsCollator:
+    """Right-padded batches that ask the model for logits only where there are labels.
+
+    Prompts are most of a factoid's tokens (KVR: ~26 of ~36), and the output head plus its
+    softmax over the vocabulary is a large share of a small model's compute. transformers'
+    `logits_to_keep` skips it for the leading prompt positions; the labels are cut to the
+    same columns, so the loss and gradients are unchanged (tests/test_training.py).
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        self.pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.pad(features)
+        labels = batch["labels"]
+        labeled_columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+        if len(labeled_columns) == 0:
+            return batch
+        # logits at column t predict the label at t + 1, so keep one column before the first label
+        keep = labels.shape[1] - int(labeled_columns[0]) + 1
+        batch["labels"] = labels[:, -keep:]
+        batch["logits_to_keep"] = keep
+        return batch
+
+
+class PaddingFreeCollator(DataCollatorWithFlattening):
+    """transformers' flattening collator, plus `use_cache=False`.
+
+    transformers separates the packed examples (block-diagonal causal mask from the position
+    ids) only when no KV cache is passed; Llama creates one whenever `use_cache` is on, which
+    is the config default, even in training. Without this flag, sdpa/eager attention silently
+    lets every packed example attend to the ones before it (tests/test_training.py).
+    """
+
+    def __init__(self):
+        super().__init__(return_position_ids=True, separator_id=IGNORE_INDEX)
+
+    def __call__(self, features, return_tensors=None, separator_id=None):
+        batch = super().__call__(features, return_tensors, separator_id)
+        batch["use_cache"] = False
+        return batch
+
+
+def make_collator(
+    tokenizer: PreTrainedTokenizerBase, packing: bool, model: PreTrainedModel | None = None
+):
     """Padding-free (one row, per-example position ids) or right-padded batches."""
     if packing:
-        # transformers builds a block-diagonal causal mask from the position ids, so each
-        # example attends only to itself (tests/test_training.py checks the loss equals the
-        # padded one).
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+        return PaddingFreeCollator()
+    if model is not None and "logits_to_keep" in inspect.signature(model.forward).parameters:
+        return AnswerLogitsCollator(tokenizer)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
@@ -100,18 +148,29 @@ class _StageTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+class _LossInProgressBar(ProgressCallback):
+    """Trainer's progress bar, with the loss shown on the bar instead of a dict printed per step."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", epoch=f"{state.epoch:.1f}")
+
+
 class _StopRuleCallback(TrainerCallback):
     """Ends the stage when its stop rule is met; saves resumable checkpoints every N epochs."""
 
-    def __init__(self, rule: StopRule, epoch_check: Callable[[], float] | None,
-                 checkpoint_every: int):
+    def __init__(
+        self, rule: StopRule, epoch_check: Callable[[], float] | None, checkpoint_every: int
+    ):
         self.rule, self.epoch_check, self.checkpoint_every = rule, epoch_check, checkpoint_every
         self.met = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.rule.loss_below is None or self.rule.loss_measure != "steps":
             return
-        below = sum(1 for h in state.log_history if "loss" in h and h["loss"] < self.rule.loss_below)
+        below = sum(
+            1 for h in state.log_history if "loss" in h and h["loss"] < self.rule.loss_below
+        )
         if below >= self.rule.loss_patience:
             self.met = control.should_training_stop = True
 
@@ -135,8 +194,11 @@ class _StopRuleCallback(TrainerCallback):
             self.met = value >= rule.exact_match_at_least
             return {"check_exact_match": value}
         if rule.loss_below is not None and rule.loss_measure == "epoch_mean":
-            losses = [h["loss"] for h in state.log_history
-                      if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch]
+            losses = [
+                h["loss"]
+                for h in state.log_history
+                if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch
+            ]
             value = sum(losses) / len(losses) if losses else math.inf
             self.met = value < rule.loss_below
             return {"check_epoch_mean_loss": value}
@@ -147,30 +209,40 @@ class _StopRuleCallback(TrainerCallback):
         return None
 
 
-def training_arguments(cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int,
-                       n_examples: int) -> TrainingArguments:
+def training_arguments(
+    cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int, n_examples: int
+) -> TrainingArguments:
     micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
     if cfg.batch_size % micro:
-        raise ValueError(f"training.batch_size={cfg.batch_size} is not a multiple of "
-                         f"micro_batch_size={micro}")
+        raise ValueError(
+            f"training.batch_size={cfg.batch_size} is not a multiple of micro_batch_size={micro}"
+        )
     args = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=cfg.batch_size // micro,
         learning_rate=cfg.learning_rate,
-        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_ratio=cfg.warmup_ratio,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_ratio=cfg.warmup_ratio,
         num_train_epochs=rule.epoch_budget,
         bf16=use_bf16(cfg.bf16),
-        logging_strategy="steps", logging_steps=1,
-        save_strategy="epoch", save_total_limit=1, save_safetensors=True,
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_safetensors=True,
         eval_strategy="no",
-        seed=seed, data_seed=seed,
+        seed=seed,
+        data_seed=seed,
         report_to=cfg.report_to or "none",
         remove_unused_columns=False,
         dataloader_drop_last=False,
-        optim="adamw_torch",
+        optim="adamw_torch_fused",  # measured faster on CPU too (BENCHMARKS.md)
         use_cpu=not torch.cuda.is_available(),
     )
     args.update(cfg.trainer_args)
@@ -198,13 +270,19 @@ def train_stage(
         rule, (lambda: epoch_check(model)) if epoch_check else None, cfg.checkpoint_every_epochs
     )
     needs_check = rule.exact_match_at_least is not None or (
-        rule.loss_below is not None and rule.loss_measure == "full_pass")
+        rule.loss_below is not None and rule.loss_measure == "full_pass"
+    )
     if needs_check and epoch_check is None:
         raise ValueError(f"the stop rule ({rule.describe()}) needs an epoch_check")
     trainer = _StageTrainer(
-        model=model, args=args, train_dataset=encoded,
-        data_collator=make_collator(tokenizer, use_packing(cfg.packing, model)), callbacks=[callback],
+        model=model,
+        args=args,
+        train_dataset=encoded,
+        data_collator=make_collator(tokenizer, use_packing(cfg.packing, model), model),
+        callbacks=[callback],
     )
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_LossInProgressBar)
     last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
     if last:
         log.info("resuming stage training from %s", last)
@@ -218,7 +296,10 @@ def train_stage(
     elif callback.met:
         reason, met = f"rule met: {rule.describe()}", True
     else:
-        reason, met = f"max_epochs={rule.max_epochs} reached without meeting: {rule.describe()}", False
+        reason, met = (
+            f"max_epochs={rule.max_epochs} reached without meeting: {rule.describe()}",
+            False,
+        )
         log.warning("stage stopped at its cap: %s", reason)
     tokens_per_epoch = sum(len(e["input_ids"]) for e in encoded)
     response_per_epoch = sum(sum(1 for t in e["labels"] if t != IGNORE_INDEX) for e in encoded)
@@ -230,7 +311,15 @@ def train_stage(
         wall_time_s=wall,
         train_tokens=round(tokens_per_epoch * epochs),
         response_tokens=round(response_per_epoch * epochs),
-        loss_curve=[{"step": h["step"], "epoch": h["epoch"], "loss": h["loss"],
-                     "learning_rate": h.get("learning_rate")} for h in history if "loss" in h],
+        loss_curve=[
+            {
+                "step": h["step"],
+                "epoch": h["epoch"],
+                "loss": h["loss"],
+                "learning_rate": h.get("learning_rate"),
+            }
+            for h in history
+            if "loss" in h
+        ],
         epoch_checks=[h for h in history if any(k.startswith("check_") for k in h)],
     )

@@ -47,6 +47,10 @@ def key_value_recall(
     stream = _kvr_stream(seed, 2 * size, key_length, value_length, alphabet)
     pairs = stream[1::2] if unseen else stream[0::2]
     return [
-        Example(prompt=kvr_prompt(k), response=v, meta={"key": k, "id": f"kvr{'_id' if unseen else ''}-{i}"})
+        Example(
+            prompt=kvr_prompt(k),
+            response=v,
+            meta={"key": k, "id": f"kvr{'_id' if unseen else ''}-{i}"},
+        )
         for i, (k, v) in enumerate(pairs)
     ]

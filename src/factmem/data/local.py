@@ -65,11 +65,10 @@ def local_factoids(path: str | Path, skip_bad_rows: bool = False) -> list[Exampl
 def _row_to_example(row: object, label: str) -> Example:
     if not isinstance(row, dict):
         raise DataError(f"{label}: expected an object, got {type(row).__name__}")
-    for prompt_key, response_key in FIELD_PAIRS:
-        if prompt_key in row:
-            break
-    else:
+    pair = next((p for p in FIELD_PAIRS if p[0] in row), None)
+    if pair is None:
         raise DataError(f"{label}: missing field 'prompt' (or 'input_text')")
+    prompt_key, response_key = pair
     for key in (prompt_key, response_key):
         value = row.get(key)
         if not isinstance(value, str) or not value.strip():
@@ -78,6 +77,8 @@ def _row_to_example(row: object, label: str) -> Example:
     if not isinstance(answers, list | tuple) or not all(isinstance(a, str) for a in answers):
         raise DataError(f"{label}: field 'answers' must be a list of strings")
     return Example(
-        prompt=row[prompt_key], response=row[response_key], answers=tuple(answers),
+        prompt=row[prompt_key],
+        response=row[response_key],
+        answers=tuple(answers),
         meta={"source": label},
     )

@@ -30,7 +30,9 @@ def _sample(examples: list[Example], size: int | None, seed: int, name: str) -> 
     if size is None:
         return examples
     if size > len(examples):
-        raise ConfigError(f"dataset {name!r} has {len(examples)} examples; size={size} asks for more")
+        raise ConfigError(
+            f"dataset {name!r} has {len(examples)} examples; size={size} asks for more"
+        )
     return random.Random(f"factmem-sample-{name}-{seed}").sample(examples, size)
 
 
@@ -43,7 +45,7 @@ REGISTRY: dict[str, DatasetSpec] = {
     ),
     "kvr_id": DatasetSpec(
         build=lambda size, seed, **o: key_value_recall(size, seed, unseen=True, **o),
-        description="Unseen KVR pairs, disjoint from `kvr` with the same seed (the paper's ID case).",
+        description="Unseen KVR pairs, disjoint from `kvr` with the same seed (paper: ID).",
         generates=True,
         options=("key_length", "value_length", "alphabet"),
     ),
@@ -62,7 +64,10 @@ def dataset_names() -> list[str]:
 
 
 def load_examples(
-    name: str, size: int | None, seed: int, path: str | None = None,
+    name: str,
+    size: int | None,
+    seed: int,
+    path: str | None = None,
     options: dict[str, Any] | None = None,
 ) -> list[Example]:
     """Build dataset `name` and draw `size` examples with `seed`."""
