@@ -119,3 +119,10 @@ def test_every_field_is_documented():
     ):
         assert f"`{field}`" in text
     assert "|  |" not in text  # no field without a description
+
+
+def test_docs_config_md_is_up_to_date():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert docs.read_text() == describe_fields() + "\n", "run: factmem fields > docs/config.md"

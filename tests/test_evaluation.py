@@ -81,7 +81,9 @@ def test_fast_path_verdicts_equal_generate_on_a_partly_right_model(partly_traine
     assert upper, "need right answers with lower-case letters"
     cases = examples + upper
     reference, _ = _reference_verdicts(model, tokenizer, cases, max_new_tokens=12)
-    fast = exact_match(model, tokenizer, cases, batch_size=5, max_new_tokens=12, progress=False)
+    fast = exact_match(
+        model, tokenizer, cases, batch_size=5, max_new_tokens=12, fast_path=True, progress=False
+    )
     slow = exact_match(
         model, tokenizer, cases, batch_size=5, max_new_tokens=12, fast_path=False, progress=False
     )
@@ -116,7 +118,9 @@ def test_contains_mode_agrees_with_generate(partly_trained):
     model, tokenizer, examples = partly_trained
     cases = [dataclasses.replace(e, answers=(e.response[:2],)) for e in examples]
     reference, _ = _reference_verdicts(model, tokenizer, cases, 12, mode="contains")
-    fast = exact_match(model, tokenizer, cases, mode="contains", max_new_tokens=12, progress=False)
+    fast = exact_match(
+        model, tokenizer, cases, mode="contains", max_new_tokens=12, fast_path=True, progress=False
+    )
     assert [p.correct for p in fast] == reference
 
 
@@ -131,3 +135,12 @@ def test_mean_response_loss_matches_the_models_own_loss(partly_trained):
             input_ids=torch.tensor([enc["input_ids"]]), labels=torch.tensor([enc["labels"]])
         ).loss.item()
     assert mean_response_loss(model, tokenizer, examples[:1]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_auto_uses_teacher_forcing_only_for_long_answers(tiny):
+    from factmem.data.example import Example
+    from factmem.evaluation import teacher_forcing_pays
+
+    _, tokenizer = tiny
+    assert not teacher_forcing_pays(tokenizer, [Example("q", "abc")])
+    assert teacher_forcing_pays(tokenizer, [Example("q", "the of and to in a " * 10)])

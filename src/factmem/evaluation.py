@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from factmem.data.example import Example, encode_prompt, encode_response
+from factmem.models import accepts_logits_to_keep
 
 MatchMode = Literal["equal", "contains"]
 
@@ -128,14 +129,30 @@ def _target_logits(
     for row, seq in enumerate(sequences):
         input_ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(
-        input_ids=input_ids.to(device), attention_mask=mask.to(device)
-    ).last_hidden_state
-    out = []
-    for row, (seq, plen) in enumerate(zip(sequences, prompt_lengths, strict=True)):
-        out.append(head(hidden[row, plen - 1 : len(seq) - 1]).float())
-    return out
+    # The model's own forward (so any logit scaling or soft-capping applies), asked for logits
+    # only from the earliest answer position on when it supports `logits_to_keep`.
+    keep = width - (min(prompt_lengths) - 1)
+    kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
+    logits = model(
+        input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False, **kwargs
+    ).logits
+    offset = width - logits.shape[1]
+    return [
+        logits[row, plen - 1 - offset : len(seq) - 1 - offset].float()
+        for row, (seq, plen) in enumerate(zip(sequences, prompt_lengths, strict=True))
+    ]
+
+
+
+# Mean answer length (tokens, EOS included) from which certifying by teacher forcing beats
+# generating: shorter answers cost a generate call little more than its prefill, which the
+# teacher-forced pass repeats (BENCHMARKS.md, bench_eval.py).
+TEACHER_FORCING_MIN_TOKENS = 16
+
+
+def teacher_forcing_pays(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]) -> bool:
+    lengths = [len(encode_response(tokenizer, e.response)) for e in examples]
+    return bool(lengths) and sum(lengths) / len(lengths) >= TEACHER_FORCING_MIN_TOKENS
 
 
 def teacher_forced_certify(
@@ -295,12 +312,14 @@ def exact_match(
     mode: MatchMode = "equal",
     batch_size: int = 64,
     max_new_tokens: int = 1000,
-    fast_path: bool = True,
+    fast_path: bool | Literal["auto"] = "auto",
     tie_margin: float = 1e-3,
     bf16: bool = False,
     progress: bool = True,
 ) -> list[Prediction]:
     """Score every example; the verdicts equal those of greedy `model.generate`."""
+    if fast_path == "auto":
+        fast_path = teacher_forcing_pays(tokenizer, examples)
     certified = (
         teacher_forced_certify(
             model,

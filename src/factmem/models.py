@@ -7,6 +7,7 @@ and a pad token distinct from EOS, so padding can never be confused with the end
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -151,6 +152,11 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         else:
             tokenizer.add_special_tokens({"pad_token": "<|factmem_pad|>"})
     return tokenizer
+
+
+def accepts_logits_to_keep(model: PreTrainedModel) -> bool:
+    """Whether the model can skip the output head for leading positions (most causal LMs)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def load_model(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

@@ -83,81 +83,59 @@ def run_experiment(
     return results
 
 
-def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, progress) -> dict:
-    stage, examples = config.stages[index], stage_sets[index]
-    training, evaluation = config.stage_training(index), config.evaluation
-    name = config.stage_name(index)
-    log.info(
-        "stage %d (%s): training on %s, %d examples, from %s, stop: %s",
-        index + 1,
-        name,
-        stage.dataset,
-        len(examples),
-        previous,
-        stage.stop.describe(),
-    )
+def _score(model, tokenizer, examples, mode, evaluation, progress: bool):
+    """Exact-match predictions with the experiment's evaluation settings."""
+    return exact_match(
+        model, tokenizer, examples, mode=mode, batch_size=evaluation.batch_size,
+        max_new_tokens=evaluation.max_new_tokens, fast_path=evaluation.fast_path,
+        tie_margin=evaluation.tie_margin, bf16=evaluation.bf16, progress=progress,
+    )  # fmt: skip
+
+
+def _train(config, index, examples, previous, tokenizer, stage_dir: Path, progress):
+    """Train stage `index` (or reuse its saved model if only its evaluation was cut short)."""
+    stage, evaluation = config.stages[index], config.evaluation
+    trained_file = stage_dir / "training.json"
+    if trained_file.is_file() and (stage_dir / "model").is_dir():
+        log.info("stage %d: already trained, scoring the saved model", index + 1)
+        return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
     write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
     model = load_model(previous, tokenizer)
     match = REGISTRY[stage.dataset].match
 
-    def epoch_check(m):
+    def epoch_check(m) -> float:
         if stage.stop.exact_match_at_least is not None:
-            preds = exact_match(
-                m,
-                tokenizer,
-                examples,
-                mode=match,
-                batch_size=evaluation.batch_size,
-                max_new_tokens=evaluation.max_new_tokens,
-                fast_path=evaluation.fast_path,
-                tie_margin=evaluation.tie_margin,
-                bf16=evaluation.bf16,
-                progress=False,
-            )
-            return accuracy(preds)
-        return mean_response_loss(
-            m, tokenizer, examples, batch_size=evaluation.batch_size, bf16=evaluation.bf16
-        )
+            return accuracy(_score(m, tokenizer, examples, match, evaluation, progress=False))
+        return mean_response_loss(m, tokenizer, examples, batch_size=evaluation.batch_size,
+                                  bf16=evaluation.bf16)  # fmt: skip
 
-    outcome = train_stage(
-        model,
-        tokenizer,
-        examples,
-        training,
-        stage.stop,
-        stage_dir / "trainer",
-        config.seed,
-        epoch_check,
-    )
+    outcome = train_stage(model, tokenizer, examples, config.stage_training(index), stage.stop,
+                          stage_dir / "trainer", config.seed, epoch_check, progress)  # fmt: skip
     write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
+    outcome_record = asdict(outcome)
+    write_json_atomic(trained_file, outcome_record)
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
+    return model, outcome_record
 
+
+def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, progress) -> dict:
+    stage, examples = config.stages[index], stage_sets[index]
+    name = config.stage_name(index)
+    log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s", index + 1, name,
+             stage.dataset, len(examples), previous, stage.stop.describe())  # fmt: skip
+    model, outcome = _train(config, index, examples, previous, tokenizer, stage_dir, progress)
     start = time.perf_counter()
     scores = {}
     for j in range(index + 1):
         set_name = config.stage_name(j)
-        preds = exact_match(
-            model,
-            tokenizer,
-            stage_sets[j],
-            mode=REGISTRY[config.stages[j].dataset].match,
-            batch_size=evaluation.batch_size,
-            max_new_tokens=evaluation.max_new_tokens,
-            fast_path=evaluation.fast_path,
-            tie_margin=evaluation.tie_margin,
-            bf16=evaluation.bf16,
-            progress=progress,
-        )
+        mode = REGISTRY[config.stages[j].dataset].match
+        preds = _score(model, tokenizer, stage_sets[j], mode, config.evaluation, progress)
         scores[set_name] = accuracy(preds)
-        write_jsonl_atomic(
-            stage_dir / "predictions" / f"{set_name}.jsonl", (p.to_json() for p in preds)
-        )
-        log.info(
-            "after stage %d: exact match on %s = %.1f%%",
-            index + 1,
-            set_name,
-            100 * scores[set_name],
-        )
+        write_jsonl_atomic(stage_dir / "predictions" / f"{set_name}.jsonl",
+                           (p.to_json() for p in preds))  # fmt: skip
+        log.info("after stage %d: exact match on %s = %.1f%%", index + 1, set_name,
+                 100 * scores[set_name])  # fmt: skip
+    wall = outcome["wall_time_s"]
     record = {
         "index": index + 1,
         "name": name,
@@ -165,18 +143,18 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
         "size": len(examples),
         "fingerprint": config.fingerprint(index),
         "stop_rule": stage.stop.describe(),
-        "stop_reason": outcome.stop_reason,
-        "rule_met": outcome.rule_met,
-        "epochs": outcome.epochs,
-        "steps": outcome.steps,
-        "train_time_s": round(outcome.wall_time_s, 2),
+        "stop_reason": outcome["stop_reason"],
+        "rule_met": outcome["rule_met"],
+        "epochs": outcome["epochs"],
+        "steps": outcome["steps"],
+        "train_time_s": round(wall, 2),
         "eval_time_s": round(time.perf_counter() - start, 2),
-        "train_tokens": outcome.train_tokens,
-        "response_tokens": outcome.response_tokens,
-        "tokens_per_s": round(outcome.train_tokens / max(outcome.wall_time_s, 1e-9), 1),
+        "train_tokens": outcome["train_tokens"],
+        "response_tokens": outcome["response_tokens"],
+        "tokens_per_s": round(outcome["train_tokens"] / max(wall, 1e-9), 1),
         "accuracy": scores,
-        "loss_curve": outcome.loss_curve,
-        "epoch_checks": outcome.epoch_checks,
+        "loss_curve": outcome["loss_curve"],
+        "epoch_checks": outcome["epoch_checks"],
     }
     write_json_atomic(stage_dir / "stage.json", record)
     return record

@@ -8,7 +8,6 @@ is rounded to 4 decimals, too coarse for a 1e-4 threshold), and the stop rules.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -26,11 +25,12 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
+from factmem.models import accepts_logits_to_keep
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def make_collator(
     """Padding-free (one row, per-example position ids) or right-padded batches."""
     if packing:
         return PaddingFreeCollator()
-    if model is not None and "logits_to_keep" in inspect.signature(model.forward).parameters:
+    if model is not None and accepts_logits_to_keep(model):
         return AnswerLogitsCollator(tokenizer)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
@@ -210,7 +210,7 @@ class _StopRuleCallback(TrainerCallback):
 
 
 def training_arguments(
-    cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int, n_examples: int
+    cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int, progress: bool = True
 ) -> TrainingArguments:
     micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
     if cfg.batch_size % micro:
@@ -244,6 +244,7 @@ def training_arguments(
         dataloader_drop_last=False,
         optim="adamw_torch_fused",  # measured faster on CPU too (BENCHMARKS.md)
         use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not progress,
     )
     args.update(cfg.trainer_args)
     return TrainingArguments(**args)
@@ -258,6 +259,7 @@ def train_stage(
     work_dir: Path,
     seed: int,
     epoch_check: Callable[[PreTrainedModel], float] | None = None,
+    progress: bool = True,
 ) -> StageOutcome:
     """Train `model` in place on `examples` until `rule` says stop.
 
@@ -265,7 +267,7 @@ def train_stage(
     A killed stage resumes from the last checkpoint in `work_dir` when called again.
     """
     encoded = [encode_example(tokenizer, e, cfg.max_length) for e in examples]
-    args = training_arguments(cfg, rule, work_dir, seed, len(encoded))
+    args = training_arguments(cfg, rule, work_dir, seed, progress)
     callback = _StopRuleCallback(
         rule, (lambda: epoch_check(model)) if epoch_check else None, cfg.checkpoint_every_epochs
     )
@@ -281,6 +283,7 @@ def train_stage(
         data_collator=make_collator(tokenizer, use_packing(cfg.packing, model), model),
         callbacks=[callback],
     )
+    trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_LossInProgressBar)
     last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
