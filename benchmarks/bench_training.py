@@ -35,12 +35,24 @@ def naive(path, tokenizer, examples, epochs, work) -> float:
     texts = [format_example(e, tokenizer.eos_token) for e in examples]
     data = [tokenizer(t, add_special_tokens=False) for t in texts]
     args = TrainingArguments(
-        output_dir=str(work), per_device_train_batch_size=32, num_train_epochs=epochs,
-        learning_rate=3e-4, lr_scheduler_type="cosine", warmup_ratio=0.05, save_strategy="no",
-        report_to="none", use_cpu=True, disable_tqdm=True, logging_strategy="no",
+        output_dir=str(work),
+        per_device_train_batch_size=32,
+        num_train_epochs=epochs,
+        learning_rate=3e-4,
+        lr_scheduler_type="cosine",
+        warmup_ratio=0.05,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
     )
-    trainer = Trainer(model=model, args=args, train_dataset=data,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
     start = time.perf_counter()
     trainer.train()
     return time.perf_counter() - start
@@ -49,8 +61,9 @@ def naive(path, tokenizer, examples, epochs, work) -> float:
 def ours(path, tokenizer, examples, epochs, work, **overrides) -> float:
     model = load_model(path, tokenizer)
     cfg = TrainingConfig(learning_rate=3e-4, checkpoint_every_epochs=0, **overrides)
-    out = train_stage(model, tokenizer, examples, cfg, StopRule(epochs=epochs), work, seed=0,
-                      progress=False)
+    out = train_stage(
+        model, tokenizer, examples, cfg, StopRule(epochs=epochs), work, seed=0, progress=False
+    )
     return out.wall_time_s
 
 
@@ -66,19 +79,38 @@ def main() -> None:
     tokens = args.epochs * sum(len(encode_example(tokenizer, e)["input_ids"]) for e in examples)
     with tempfile.TemporaryDirectory() as tmp:
         timings = {
-            "naive (Trainer, LM collator, fp32)": naive(path, tokenizer, examples, args.epochs,
-                                                       Path(tmp) / "naive"),
-            "factmem, bf16 off": ours(path, tokenizer, examples, args.epochs, Path(tmp) / "a",
-                                      bf16=False),
-            "factmem, packing on": ours(path, tokenizer, examples, args.epochs, Path(tmp) / "c",
-                                        packing=True),
+            "naive (Trainer, LM collator, fp32)": naive(
+                path, tokenizer, examples, args.epochs, Path(tmp) / "naive"
+            ),
+            "factmem, bf16 off": ours(
+                path, tokenizer, examples, args.epochs, Path(tmp) / "a", bf16=False
+            ),
+            "factmem, packing on": ours(
+                path, tokenizer, examples, args.epochs, Path(tmp) / "c", packing=True
+            ),
             "factmem (defaults)": ours(path, tokenizer, examples, args.epochs, Path(tmp) / "b"),
         }
     base = timings["naive (Trainer, LM collator, fp32)"]
-    rows = {name: {"seconds": round(s, 1), "tokens_per_s": round(tokens / s, 1),
-                   "speedup_vs_naive": round(base / s, 2)} for name, s in timings.items()}
-    print(json.dumps({"examples": args.examples, "epochs": args.epochs, "tokens": tokens,
-                      "torch_threads": torch.get_num_threads(), "results": rows}, indent=2))
+    rows = {
+        name: {
+            "seconds": round(s, 1),
+            "tokens_per_s": round(tokens / s, 1),
+            "speedup_vs_naive": round(base / s, 2),
+        }
+        for name, s in timings.items()
+    }
+    print(
+        json.dumps(
+            {
+                "examples": args.examples,
+                "epochs": args.epochs,
+                "tokens": tokens,
+                "torch_threads": torch.get_num_threads(),
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

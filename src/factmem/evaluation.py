@@ -155,6 +155,31 @@ def teacher_forcing_pays(tokenizer: PreTrainedTokenizerBase, examples: Sequence[
     return bool(lengths) and sum(lengths) / len(lengths) >= TEACHER_FORCING_MIN_TOKENS
 
 
+def _answer_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    batch_size: int,
+    bf16: bool,
+    desc: str | None = None,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(index, logits predicting each answer token, answer token ids incl. EOS) per example.
+
+    Batches are sorted by length, so little is spent on padding.
+    """
+    prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
+    targets = [encode_response(tokenizer, e.response) for e in examples]
+    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
+    batches = list(_batches(order, batch_size))
+    with eval_mode(model, bf16):
+        for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+            sequences = [prompts[i] + targets[i] for i in batch]
+            lengths = [len(prompts[i]) for i in batch]
+            logits = _target_logits(model, sequences, lengths, tokenizer.pad_token_id)
+            for i, lg in zip(batch, logits, strict=True):
+                yield i, lg, torch.tensor(targets[i], device=lg.device)
+
+
 def teacher_forced_certify(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -166,29 +191,12 @@ def teacher_forced_certify(
     progress: bool = True,
 ) -> list[bool]:
     """certified[i] is True iff greedy decoding of example i provably emits response + EOS."""
-    prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
-    targets = [encode_response(tokenizer, e.response) for e in examples]
-    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
     certified = [False] * len(examples)
-    with eval_mode(model, bf16):
-        for batch in tqdm(
-            list(_batches(order, batch_size)),
-            desc="exact match (forward)",
-            disable=not progress,
-            leave=False,
-        ):
-            logits = _target_logits(
-                model,
-                [prompts[i] + targets[i] for i in batch],
-                [len(prompts[i]) for i in batch],
-                tokenizer.pad_token_id,
-            )
-            for i, lg in zip(batch, logits, strict=True):
-                top2 = lg.topk(2, dim=-1)
-                gold = torch.tensor(targets[i], device=lg.device)
-                hits = top2.indices[:, 0] == gold
-                margins = top2.values[:, 0] - top2.values[:, 1]
-                certified[i] = bool(hits.all() and (margins >= tie_margin).all())
+    desc = "exact match (forward)" if progress else None
+    for i, logits, gold in _answer_logits(model, tokenizer, examples, batch_size, bf16, desc):
+        top2 = logits.topk(2, dim=-1)
+        margins = top2.values[:, 0] - top2.values[:, 1]
+        certified[i] = bool((top2.indices[:, 0] == gold).all() and (margins >= tie_margin).all())
     return certified
 
 
@@ -201,22 +209,10 @@ def mean_response_loss(
     bf16: bool = False,
 ) -> float:
     """Token-mean cross-entropy on response tokens (incl. EOS), in eval mode."""
-    prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
-    targets = [encode_response(tokenizer, e.response) for e in examples]
-    order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
     total, count = 0.0, 0
-    with eval_mode(model, bf16):
-        for batch in _batches(order, batch_size):
-            logits = _target_logits(
-                model,
-                [prompts[i] + targets[i] for i in batch],
-                [len(prompts[i]) for i in batch],
-                tokenizer.pad_token_id,
-            )
-            for i, lg in zip(batch, logits, strict=True):
-                gold = torch.tensor(targets[i], device=lg.device)
-                total += F.cross_entropy(lg, gold, reduction="sum").item()
-                count += len(targets[i])
+    for _, logits, gold in _answer_logits(model, tokenizer, examples, batch_size, bf16):
+        total += F.cross_entropy(logits, gold, reduction="sum").item()
+        count += len(gold)
     return total / max(count, 1)
 
 
