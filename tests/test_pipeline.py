@@ -101,10 +101,22 @@ def test_resume_after_kill_gives_the_same_results(tiny_model_dir, tmp_path, monk
     assert science(resumed) == science(reference)
 
 
-def test_a_changed_config_is_refused(tiny_model_dir, tmp_path):
+def test_a_changed_config_is_refused(tiny_model_dir, tmp_path, monkeypatch):
     run_experiment(_config(tiny_model_dir, tmp_path), progress=False)
     with pytest.raises(ConfigError, match="different config"):
         run_experiment(_config(tiny_model_dir, tmp_path, seed=5), progress=False)
+    # also when the earlier run died before finishing its first stage
+    import factmem.pipeline as pipeline
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train_stage", die)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(tiny_model_dir, tmp_path / "b"), progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="stage 1 of a different config"):
+        run_experiment(_config(tiny_model_dir, tmp_path / "b", seed=5), progress=False)
 
 
 def test_cli_run_and_errors(tiny_model_dir, tmp_path, capsys):

@@ -7,6 +7,7 @@
       stage<k>/data.jsonl    the exact examples stage k trained on
       stage<k>/model/        the stage's checkpoint (safetensors + tokenizer)
       stage<k>/predictions/  per-example outputs and verdicts, one file per scored set
+      stage<k>/fingerprint   hash of what determines the stage; a rerun must match it
       stage<k>/stage.json    written last: its presence means the stage is finished
 
 A rerun of the same config skips finished stages and resumes an interrupted one from its
@@ -40,11 +41,11 @@ def stage_examples(config: ExperimentConfig, index: int) -> list[Example]:
 
 
 def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
-    """Refuse to resume into a directory whose finished stages came from another config."""
+    """Refuse to resume into a directory whose stages (finished or not) came from another config."""
     for index in range(len(config.stages)):
-        record_file = run_dir / f"stage{index + 1}" / "stage.json"
-        if record_file.is_file():
-            recorded = json.loads(record_file.read_text())["fingerprint"]
+        fingerprint_file = run_dir / f"stage{index + 1}" / "fingerprint"
+        if fingerprint_file.is_file():
+            recorded = fingerprint_file.read_text().strip()
             if recorded != config.fingerprint(index):
                 raise ConfigError(
                     f"{run_dir} holds stage {index + 1} of a different config (fingerprint "
@@ -99,6 +100,7 @@ def _train(config, index, examples, previous, tokenizer, stage_dir: Path, progre
     if trained_file.is_file() and (stage_dir / "model").is_dir():
         log.info("stage %d: already trained, scoring the saved model", index + 1)
         return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
+    write_text_atomic(stage_dir / "fingerprint", config.fingerprint(index) + "\n")
     write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
     model = load_model(previous, tokenizer)
     match = REGISTRY[stage.dataset].match
