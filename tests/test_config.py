@@ -126,3 +126,28 @@ def test_docs_config_md_is_up_to_date():
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     assert docs.read_text() == describe_fields() + "\n", "run: factmem fields > docs/config.md"
+
+
+def test_training_settings_rejected_by_transformers_are_named(tmp_path):
+    from pathlib import Path
+
+    from factmem.config import StopRule, TrainingConfig
+    from factmem.training import training_arguments
+
+    with pytest.raises(ConfigError, match="lr_scheduler: unknown scheduler 'cosin'"):
+        load_config(_write(tmp_path, GOOD), ["training.lr_scheduler=cosin"])
+    rule = StopRule(epochs=1)
+    bad_args = TrainingConfig(trainer_args={"no_such_arg": 1})
+    with pytest.raises(ConfigError, match=r"trainer_args: not TrainingArguments fields"):
+        training_arguments(bad_args, rule, Path(tmp_path), 0)
+    bad_micro = TrainingConfig(batch_size=32, micro_batch_size=5)
+    with pytest.raises(ConfigError, match="not a multiple of training.micro_batch_size=5"):
+        training_arguments(bad_micro, rule, Path(tmp_path), 0)
+
+
+def test_an_unreachable_hub_model_is_a_clear_error():
+    from factmem.models import load_tokenizer
+
+    # tests run with HF_HUB_OFFLINE=1: the hub cannot be reached, as on a machine without internet
+    with pytest.raises(ConfigError, match="cannot load a tokenizer from 'no-such-owner/no-model'"):
+        load_tokenizer(resolve_model("no-such-owner/no-model"))

@@ -48,6 +48,16 @@ class TrainingConfig(_Strict):
     lr_scheduler: str = Field(
         "cosine", description="Any transformers scheduler name (paper: cosine)."
     )
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        from transformers import SchedulerType
+
+        names = [s.value for s in SchedulerType]
+        if value not in names:
+            raise ValueError(f"unknown scheduler {value!r}; known: {', '.join(names)}")
+        return value
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Warmup fraction (paper: 0.05).")
     bf16: Literal["auto", True, False] = Field(
         "auto",

@@ -143,7 +143,10 @@ def _embedded_tokenizer(gguf: Path, spec: EmbeddedModel) -> PreTrainedTokenizerF
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer and make sure it has an EOS and a pad token that is not the EOS."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise ConfigError(f"model: cannot load a tokenizer from {path!r}: {err}") from None
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"model: the tokenizer of {path} has no EOS token")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:

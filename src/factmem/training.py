@@ -8,6 +8,7 @@ is rounded to 4 decimals, too coarse for a 1e-4 threshold), and the stop rules.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
+from factmem.errors import ConfigError
 from factmem.models import accepts_logits_to_keep
 
 log = logging.getLogger(__name__)
@@ -214,8 +216,9 @@ def training_arguments(
 ) -> TrainingArguments:
     micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
     if cfg.batch_size % micro:
-        raise ValueError(
-            f"training.batch_size={cfg.batch_size} is not a multiple of micro_batch_size={micro}"
+        raise ConfigError(
+            f"training.batch_size={cfg.batch_size} is not a multiple of "
+            f"training.micro_batch_size={micro}"
         )
     args = dict(
         output_dir=str(output_dir),
@@ -246,8 +249,15 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress,
     )
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    unknown = sorted(set(cfg.trainer_args) - known)
+    if unknown:
+        raise ConfigError(f"training.trainer_args: not TrainingArguments fields: {unknown}")
     args.update(cfg.trainer_args)
-    return TrainingArguments(**args)
+    try:
+        return TrainingArguments(**args)
+    except ValueError as err:
+        raise ConfigError(f"training: transformers rejects these settings: {err}") from None
 
 
 def train_stage(
