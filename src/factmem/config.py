@@ -157,6 +157,64 @@ class StopRule(_Strict):
         return f"exact match >= {self.exact_match_at_least:.0%}, max {self.max_epochs} epochs"
 
 
+class MixingConfig(_Strict):
+    """REMIX: data unrelated to the factoids mixed into a stage, D:D_M = 1:ratio."""
+
+    source: Literal["random_words", "generic"] = Field(
+        description="random_words: uniformly drawn English words; generic: passages of text."
+    )
+    ratio: float = Field(
+        2.0, gt=0, description="Mixing examples per factoid of the stage (paper: 1:2 -> 2.0)."
+    )
+    words: int = Field(
+        50, ge=2, description="random_words: words per sequence (paper: 50, ablated)."
+    )
+    format: Literal["continue", "memorize"] = Field(
+        "continue",
+        description="random_words: continue = 'Complete the following partial passage:' + the "
+        "first half -> the second half (the generic-text shape); memorize = 'Memorize the "
+        "following random-string passage.' -> the whole sequence.",
+    )
+    word_list: str | None = Field(
+        None,
+        description="random_words: a word-per-line file or NLTK's words.zip. Default: the "
+        "`english-words` package's web2 (Webster's 2nd, the list NLTK `words` holds).",
+    )
+    corpus: Literal["model", "local", "knowledge_pile", "arxiv_pile", "fineweb"] = Field(
+        "model",
+        description="generic: model = passages written by the experiment's own base model "
+        "(new, not in the paper; needs no corpus or internet; cached); local = `path`; the "
+        "others stream the paper's hub corpora (needs internet).",
+    )
+    path: str | None = Field(
+        None, description="generic, corpus=local: .txt, .zip of .txt, .jsonl/.json/.parquet."
+    )
+    field: str | None = Field(None, description="Text field of jsonl/parquet rows (default text).")
+    prefix_words: int = Field(50, gt=0, description="generic: words in the prompt (paper: 50).")
+    continuation_words: int = Field(
+        50, gt=0, description="generic: words in the response (paper: 50)."
+    )
+    pool_size: int = Field(
+        20000, gt=0, description="generic: sample from the first N usable documents (official: "
+        "20000)."
+    )
+    overlap: Literal["report", "drop", "off"] = Field(
+        "report",
+        description="Check mixing examples for a factoid answer string or a shared word n-gram: "
+        "report the count, or drop them (and draw others), or skip the check.",
+    )
+    overlap_ngram: int = Field(8, ge=2, description="n of the shared-n-gram check, in words.")
+
+
+class ReplayConfig(_Strict):
+    """Replay: a fraction of every earlier stage's set mixed into this stage."""
+
+    fraction: float = Field(
+        gt=0, le=1, description="r: round(r * n) examples (at least 1) from each earlier set "
+        "(paper: 0.01, 0.05, 0.1)."
+    )
+
+
 class StageConfig(_Strict):
     """One training stage: a dataset, how much of it, and when to stop."""
 
@@ -170,6 +228,10 @@ class StageConfig(_Strict):
         default_factory=dict, description="Dataset-specific options (see its docstring)."
     )
     stop: StopRule | None = Field(None, description="When the stage ends; required (see StopRule).")
+    mixing: MixingConfig | None = Field(None, description="REMIX data for this stage.")
+    replay: ReplayConfig | None = Field(
+        None, description="Replay of earlier stages' sets into this one."
+    )
     training: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of the experiment's training settings for this stage only.",
@@ -236,6 +298,13 @@ class ExperimentConfig(_Strict):
         default_factory=EvaluationConfig, description="Exact-match scoring settings."
     )
     stages: list[StageConfig] = Field(min_length=1, description="Training stages, in order.")
+
+    @field_validator("stages")
+    @classmethod
+    def _first_stage_has_nothing_to_replay(cls, stages: list[StageConfig]) -> list[StageConfig]:
+        if stages and stages[0].replay is not None:
+            raise ValueError("stage 1 has no earlier set to replay; remove its `replay`")
+        return stages
 
     def stage_training(self, index: int) -> TrainingConfig:
         """The experiment's training settings with stage `index`'s overrides applied."""
@@ -391,6 +460,8 @@ def describe_fields() -> str:
         ("experiment (top level)", ExperimentConfig),
         ("stages[i]", StageConfig),
         ("stages[i].stop", StopRule),
+        ("stages[i].mixing", MixingConfig),
+        ("stages[i].replay", ReplayConfig),
         ("training / stages[i].training", TrainingConfig),
         ("evaluation", EvaluationConfig),
     ]:

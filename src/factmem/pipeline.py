@@ -20,15 +20,16 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from factmem.config import ExperimentConfig, config_to_yaml
-from factmem.data.example import Example
+from factmem.data.example import Example, encode_example
 from factmem.data.registry import REGISTRY, load_examples
 from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
 from factmem.training import train_stage
 
@@ -38,6 +39,29 @@ log = logging.getLogger(__name__)
 def stage_examples(config: ExperimentConfig, index: int) -> list[Example]:
     stage = config.stages[index]
     return load_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options)
+
+
+def stage_mixture(
+    config: ExperimentConfig, index: int, stage_sets: list[list[Example]]
+) -> tuple[list[Example], dict]:
+    """Stage `index`'s training set: its factoids, replay of earlier sets, REMIX data."""
+    stage = config.stages[index]
+    factoids = [replace(e, meta={**e.meta, "kind": "factoid"}) for e in stage_sets[index]]
+    examples, report = list(factoids), {"factoids": len(factoids)}
+    stage_seed = f"{config.seed}-stage{index + 1}"  # stages draw different mixing data
+    if stage.replay is not None:
+        names = [config.stage_name(j) for j in range(index)]
+        replayed, report["replay"] = replay_examples(
+            stage_sets[:index], stage.replay.fraction, config.seed, names
+        )
+        examples += replayed
+    if stage.mixing is not None:
+        every_factoid = [e for s in stage_sets for e in s]
+        mixed, report["mixing"] = build_mixing(
+            stage.mixing, len(factoids), stage_seed, config.model, every_factoid
+        )
+        examples += mixed
+    return examples, report
 
 
 def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
@@ -93,15 +117,18 @@ def _score(model, tokenizer, examples, mode, evaluation, progress: bool):
     )  # fmt: skip
 
 
-def _train(config, index, examples, previous, tokenizer, stage_dir: Path, progress):
+def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, progress):
     """Train stage `index` (or reuse its saved model if only its evaluation was cut short)."""
     stage, evaluation = config.stages[index], config.evaluation
+    examples = stage_sets[index]  # the stage's own factoids: stop rules look at these
     trained_file = stage_dir / "training.json"
     if trained_file.is_file() and (stage_dir / "model").is_dir():
         log.info("stage %d: already trained, scoring the saved model", index + 1)
         return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
     write_text_atomic(stage_dir / "fingerprint", config.fingerprint(index) + "\n")
-    write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
+    train_set, mixture = stage_mixture(config, index, stage_sets)
+    mixture["tokens"] = _tokens_by_kind(tokenizer, train_set)
+    write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in train_set))
     model = load_model(previous, tokenizer)
     match = REGISTRY[stage.dataset].match
 
@@ -111,13 +138,22 @@ def _train(config, index, examples, previous, tokenizer, stage_dir: Path, progre
         return mean_response_loss(m, tokenizer, examples, batch_size=evaluation.batch_size,
                                   bf16=evaluation.bf16)  # fmt: skip
 
-    outcome = train_stage(model, tokenizer, examples, config.stage_training(index), stage.stop,
+    outcome = train_stage(model, tokenizer, train_set, config.stage_training(index), stage.stop,
                           stage_dir / "trainer", config.seed, epoch_check, progress)  # fmt: skip
     write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
-    outcome_record = asdict(outcome)
+    outcome_record = asdict(outcome) | {"mixture": mixture}
     write_json_atomic(trained_file, outcome_record)
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
     return model, outcome_record
+
+
+def _tokens_by_kind(tokenizer, examples: list[Example]) -> dict[str, int]:
+    """Tokens per epoch of each kind of example (factoid, replay, mixing)."""
+    counts: dict[str, int] = {}
+    for e in examples:
+        kind = e.meta.get("kind", "factoid")
+        counts[kind] = counts.get(kind, 0) + len(encode_example(tokenizer, e)["input_ids"])
+    return counts
 
 
 def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, progress) -> dict:
@@ -125,7 +161,7 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
     name = config.stage_name(index)
     log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s", index + 1, name,
              stage.dataset, len(examples), previous, stage.stop.describe())  # fmt: skip
-    model, outcome = _train(config, index, examples, previous, tokenizer, stage_dir, progress)
+    model, outcome = _train(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
     start = time.perf_counter()
     scores = {}
     for j in range(index + 1):
@@ -154,6 +190,7 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
         "train_tokens": outcome["train_tokens"],
         "response_tokens": outcome["response_tokens"],
         "tokens_per_s": round(outcome["train_tokens"] / max(wall, 1e-9), 1),
+        "mixture": outcome["mixture"],
         "accuracy": scores,
         "loss_curve": outcome["loss_curve"],
         "epoch_checks": outcome["epoch_checks"],

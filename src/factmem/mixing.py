@@ -1,0 +1,349 @@
+"""What a stage trains on besides its own factoids: replay of earlier sets and REMIX data.
+
+REMIX (the paper) mixes data unrelated to the factoids into a stage, D:D_M = 1:ratio:
+  random word sequences   words drawn uniformly from Webster's 2nd (NLTK `words`, the
+                          `web2` list of the `english-words` package)
+  generic text            "Complete the following partial passage:\\n\\n" + the first 50 words of
+                          a document -> its next 50 words (documents of >= 100 words)
+Replay mixes a fraction r of every earlier stage's set back in.
+
+Every draw is seeded by the run's seed, so the same config gives the same mixture.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import math
+import random
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from factmem.config import MixingConfig
+from factmem.data.example import Example
+from factmem.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PASSAGE_PROMPT = "Complete the following partial passage:\n\n"
+MEMORIZE_PROMPT = "Memorize the following random-string passage."
+
+# The hub corpora of the paper: (dataset ID, text field).
+HUB_CORPORA = {
+    "knowledge_pile": ("Query-of-CC/Knowledge_Pile", "content"),
+    "arxiv_pile": ("haritzpuerto/the_pile_arxiv_50k_sample", "text"),
+    "fineweb": ("kh4dien/fineweb-100m-sample", "text"),
+}
+
+
+def mixing_count(n_factoids: int, ratio: float) -> int:
+    """Mixing examples for a stage of `n_factoids` facts at D:D_M = 1:ratio (halves round up)."""
+    return math.floor(n_factoids * ratio + 0.5)
+
+
+def replay_count(n_earlier: int, fraction: float) -> int:
+    """Replayed examples from an earlier set: r * n rounded (halves up), at least one."""
+    return max(1, math.floor(n_earlier * fraction + 0.5))
+
+
+# ------------------------------------------------------------------------ random words
+
+
+@functools.cache
+def word_list(path: str | None = None) -> tuple[str, ...]:
+    """The word list, sorted (a set's order would not be reproducible)."""
+    if path is None:
+        from english_words import get_english_words_set
+
+        return tuple(sorted(get_english_words_set(["web2"], lower=False)))
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"mixing.word_list: file not found: {file}")
+    if file.suffix == ".zip":  # NLTK's words.zip
+        with zipfile.ZipFile(file) as archive:
+            text = archive.read("words/en").decode("utf-8")
+    else:
+        text = file.read_text(encoding="utf-8")
+    words = sorted({w.strip() for w in text.splitlines() if w.strip()})
+    if not words:
+        raise DataError(f"mixing.word_list: {file} holds no words")
+    return tuple(words)
+
+
+def random_word_stream(seed: int | str, cfg: MixingConfig) -> Iterator[Example]:
+    """Endless seeded sequences of `cfg.words` uniformly drawn words, as chat pairs.
+
+    format=continue (default): PASSAGE_PROMPT + the first half of the sequence -> the second
+    half, the shape of the generic passages, so Random and Generic differ only in content.
+    format=memorize: MEMORIZE_PROMPT -> the whole sequence.
+    """
+    words = word_list(cfg.word_list)
+    rng = random.Random(f"factmem-random-words-{seed}")
+    for i in itertools.count():
+        seq = [rng.choice(words) for _ in range(cfg.words)]
+        if cfg.format == "memorize":
+            prompt, response = MEMORIZE_PROMPT, " ".join(seq)
+        else:
+            half = cfg.words // 2
+            prompt, response = PASSAGE_PROMPT + " ".join(seq[:half]), " ".join(seq[half:])
+        yield Example(prompt, response, meta={"kind": "mixing", "id": f"random-{i}"})
+
+
+# ------------------------------------------------------------------------ generic text
+
+
+def passage_example(document: str, prefix: int, continuation: int) -> Example | None:
+    """A document of >= prefix + continuation words -> (prompt, continuation), else None."""
+    words = document.split()
+    if len(words) < prefix + continuation:
+        return None
+    return Example(
+        PASSAGE_PROMPT + " ".join(words[:prefix]),
+        " ".join(words[prefix : prefix + continuation]),
+        meta={"kind": "mixing"},
+    )
+
+
+def local_documents(path: str, field: str | None) -> Iterator[str]:
+    """Documents from a .txt (one), a .zip of .txt files, or .jsonl/.json/.parquet (`field`)."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"mixing.path: file not found: {file}")
+    if file.suffix == ".txt":
+        yield file.read_text(encoding="utf-8", errors="replace")
+    elif file.suffix == ".zip":
+        with zipfile.ZipFile(file) as archive:
+            for name in sorted(archive.namelist()):
+                if name.endswith(".txt"):
+                    yield archive.read(name).decode("utf-8", errors="replace")
+    elif file.suffix in (".jsonl", ".json", ".parquet"):
+        import datasets
+
+        kind = "parquet" if file.suffix == ".parquet" else "json"
+        rows = datasets.load_dataset(kind, data_files=str(file), split="train", streaming=True)
+        yield from _field_values(rows, field or "text", str(file))
+    else:
+        raise DataError(f"mixing.path: {file}: expected .txt, .zip, .jsonl, .json or .parquet")
+
+
+def hub_documents(name: str) -> Iterator[str]:
+    """Stream a hub corpus of the paper (needs internet)."""
+    import datasets
+
+    repo, field = HUB_CORPORA[name]
+    try:
+        rows = datasets.load_dataset(repo, split="train", streaming=True)
+        yield from _field_values(rows, field, repo)
+    except (ConnectionError, OSError, FileNotFoundError) as err:
+        raise DataError(
+            f"mixing.corpus={name}: cannot stream {repo} from the hub ({err}); offline, use "
+            "corpus: model, or corpus: local with a path"
+        ) from None
+
+
+def _field_values(rows: Iterable[dict], field: str, source: str) -> Iterator[str]:
+    for number, row in enumerate(rows, start=1):
+        if field not in row:
+            raise DataError(f"{source}: row {number} has no field {field!r} (set mixing.field)")
+        if isinstance(row[field], str):
+            yield row[field]
+
+
+def passage_stream(documents: Iterable[str], seed: int | str, cfg: MixingConfig, source: str,
+                   needed: int) -> Iterator[Example]:  # fmt: skip
+    """Passages from the first `cfg.pool_size` usable documents, in a seeded random order.
+
+    The official code takes the first 20,000 documents with >= 100 words and samples from
+    them; pool_size is that number.
+    """
+    pool: list[Example] = []
+    for document in documents:
+        example = passage_example(document, cfg.prefix_words, cfg.continuation_words)
+        if example is not None:
+            pool.append(example)
+            if len(pool) >= cfg.pool_size:
+                break
+    if len(pool) < needed:
+        raise DataError(
+            f"{source}: only {len(pool)} documents have >= "
+            f"{cfg.prefix_words + cfg.continuation_words} words; the stage needs {needed} "
+            "(lower mixing.ratio or the word counts, or add text)"
+        )
+    random.Random(f"factmem-generic-{seed}").shuffle(pool)
+    for i, e in enumerate(pool):
+        yield Example(e.prompt, e.response, meta={"kind": "mixing", "id": f"generic-{i}"})
+
+
+def generic_stream(count: int, seed: int | str, cfg: MixingConfig, model: str) -> Iterator[Example]:
+    if cfg.corpus == "local":
+        if not cfg.path:
+            raise DataError("mixing.corpus=local needs mixing.path")
+        documents: Iterable[str] = local_documents(cfg.path, cfg.field)
+        source = cfg.path
+    elif cfg.corpus == "model":
+        spare = count // 4 if cfg.overlap == "drop" else 0  # room for dropped passages
+        documents, source = model_documents(model, count + spare, seed, cfg), f"{model} passages"
+    else:
+        documents, source = hub_documents(cfg.corpus), cfg.corpus
+    return passage_stream(documents, seed, cfg, source, count)
+
+
+# ---------------------------------------------------- generic text written by the model itself
+
+TOPICS = (
+    "the history of a small town", "how bread is made", "a walk in the forest", "the ocean",
+    "a day at a market", "how rivers form", "the life of bees", "an old library",
+    "learning to swim", "the night sky", "a mountain village", "the invention of the wheel",
+    "how a bicycle works", "winter in the city", "a family dinner", "the first day of school",
+    "a train journey", "how plants grow", "a summer storm", "the work of a carpenter",
+)
+
+
+def model_documents(model: str, count: int, seed: int | str, cfg: MixingConfig) -> list[str]:
+    """Passages sampled from the stage-0 model itself, cached per (model, seed, settings).
+
+    Not in the paper: a generic source that needs no corpus and no internet, so REMIX runs
+    offline. Passages are sampled (temperature 1.0, top-p 0.95) from chat prompts asking for
+    a passage about a generic topic, until `count` of them have enough words.
+    """
+    from factmem.evaluation import eval_mode
+    from factmem.io import write_jsonl_atomic
+    from factmem.models import cache_dir, load_model, load_tokenizer, resolve_model
+
+    need = cfg.prefix_words + cfg.continuation_words
+    key = hashlib.sha256(json.dumps([model, seed, need, count]).encode()).hexdigest()[:16]
+    cache = cache_dir() / "generic" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model)[-40:]}-{key}.jsonl"
+    if cache.is_file():
+        return [json.loads(line)["text"] for line in cache.read_text().splitlines()]
+    import torch
+    from transformers import GenerationConfig
+
+    from factmem.data.example import encode_prompt
+
+    path = resolve_model(model)
+    tokenizer = load_tokenizer(path)
+    lm = load_model(path, tokenizer)
+    int_seed = int(hashlib.sha256(str(seed).encode()).hexdigest()[:8], 16)
+    generator = torch.Generator().manual_seed(int_seed)
+    rng = random.Random(f"factmem-model-passages-{seed}")
+    config = GenerationConfig(
+        do_sample=True, temperature=1.0, top_p=0.95, max_new_tokens=max(64, int(need * 2.5)),
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    documents: list[str] = []
+    log.info("writing %d generic passages with %s (cached in %s)", count, model, cache)
+    attempts = 0
+    while len(documents) < count:
+        attempts += 1
+        if attempts > 20:
+            raise DataError(f"{model} wrote too few passages of >= {need} words")
+        prompts = [
+            f"Write a long passage of about {need + 50} words about {rng.choice(TOPICS)}."
+            for _ in range(min(32, 2 * (count - len(documents))))
+        ]
+        encoded = [encode_prompt(tokenizer, p) for p in prompts]
+        width = max(map(len, encoded))
+        ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(encoded):
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
+        batch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        with torch.random.fork_rng(), eval_mode(lm):  # leave the global RNG as it was
+            torch.manual_seed(batch_seed)
+            out = lm.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        for row in out[:, width:]:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            if len(text.split()) >= need and len(documents) < count:
+                documents.append(text)
+    write_jsonl_atomic(cache, ({"text": d} for d in documents))
+    return documents
+
+
+# ------------------------------------------------------------------------ overlap check
+
+
+def overlaps(example: Example, answers: set[str], ngrams: set[tuple[str, ...]], n: int) -> str:
+    """Why a mixing example overlaps the factoids ('' if it does not)."""
+    text = f"{example.prompt} {example.response}".lower()
+    words = re.findall(r"\w+", text)
+    for answer in answers:
+        if re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text):
+            return f"answer {answer!r}"
+    for i in range(len(words) - n + 1):
+        if tuple(words[i : i + n]) in ngrams:
+            return f"{n}-gram {' '.join(words[i : i + n])!r}"
+    return ""
+
+
+def factoid_index(factoids: Iterable[Example], n: int) -> tuple[set[str], set[tuple[str, ...]]]:
+    """Answer strings (>= 3 characters) and word n-grams of a run's factoids."""
+    answers, ngrams = set(), set()
+    for e in factoids:
+        answers.update(a.strip().lower() for a in e.gold_answers() if len(a.strip()) >= 3)
+        words = re.findall(r"\w+", f"{e.prompt} {e.response}".lower())
+        ngrams.update(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return answers, ngrams
+
+
+# ------------------------------------------------------------------------ one stage's mixture
+
+
+def build_mixing(
+    cfg: MixingConfig, n_factoids: int, seed: int | str, model: str, factoids: Iterable[Example]
+) -> tuple[list[Example], dict]:
+    """The stage's mixing examples (exactly round(ratio * n_factoids)) and a report."""
+    count = mixing_count(n_factoids, cfg.ratio)
+    stream = (
+        random_word_stream(seed, cfg) if cfg.source == "random_words"
+        else generic_stream(count, seed, cfg, model)
+    )  # fmt: skip
+    chosen: list[Example] = []
+    flagged: list[dict] = []
+    if cfg.overlap == "off":
+        chosen = list(itertools.islice(stream, count))
+    else:
+        answers, ngrams = factoid_index(factoids, cfg.overlap_ngram)
+        for example in stream:
+            why = overlaps(example, answers, ngrams, cfg.overlap_ngram)
+            if why:
+                flagged.append({"id": example.meta["id"], "why": why})
+                if cfg.overlap == "drop":
+                    continue
+            chosen.append(example)
+            if len(chosen) == count:
+                break
+    if len(chosen) < count:
+        raise DataError(f"mixing: only {len(chosen)} of the {count} examples needed are usable")
+    report = {
+        "source": cfg.source if cfg.source == "random_words" else f"generic:{cfg.corpus}",
+        "ratio": cfg.ratio,
+        "examples": len(chosen),
+        "overlap_check": cfg.overlap,
+        "overlapping": len(flagged),
+        "dropped": len(flagged) if cfg.overlap == "drop" else 0,
+        "overlap_examples": flagged[:20],
+    }
+    if flagged:
+        log.warning("mixing: %d examples overlap the factoids (%s)", len(flagged),
+                    "dropped" if cfg.overlap == "drop" else "kept; overlap: drop removes them")
+    return chosen, report
+
+
+def replay_examples(earlier: list[list[Example]], fraction: float, seed: int,
+                    names: list[str]) -> tuple[list[Example], dict]:  # fmt: skip
+    """round(r * n) (at least 1) seeded examples from each earlier stage's set."""
+    chosen, report = [], {}
+    for name, examples in zip(names, earlier, strict=True):
+        k = replay_count(len(examples), fraction)
+        sample = random.Random(f"factmem-replay-{name}-{seed}").sample(examples, k)
+        chosen += [Example(e.prompt, e.response, e.answers, {**e.meta, "kind": "replay",
+                                                              "replayed_from": name})
+                   for e in sample]  # fmt: skip
+        report[name] = k
+    return chosen, report

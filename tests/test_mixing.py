@@ -1,0 +1,144 @@
+"""REMIX and replay: exact counts, seeded mixtures, documented formats, no leaks, overlap check."""
+
+import json
+import zipfile
+
+import pytest
+
+from factmem.config import MixingConfig, load_config
+from factmem.data.example import Example
+from factmem.data.factoid import key_value_recall
+from factmem.errors import DataError
+from factmem.mixing import (
+    MEMORIZE_PROMPT,
+    PASSAGE_PROMPT,
+    build_mixing,
+    mixing_count,
+    replay_count,
+)
+from factmem.pipeline import stage_mixture
+
+FACTS = key_value_recall(10, 0)
+
+
+def _doc(i: int, n: int = 120) -> str:
+    return " ".join(f"w{i}x{j}" for j in range(n))
+
+
+def test_counts_follow_the_ratio_exactly():
+    assert mixing_count(64, 2.0) == 128 and mixing_count(7, 1.5) == 11
+    assert mixing_count(5, 0.5) == 3  # halves round up
+    assert replay_count(64, 0.1) == 6 and replay_count(64, 0.01) == 1
+    assert replay_count(10, 0.05) == 1
+    for ratio in (1.0, 2.0, 3.0, 4.0):
+        cfg = MixingConfig(source="random_words", ratio=ratio, words=6)
+        examples, report = build_mixing(cfg, len(FACTS), "s", "unused", FACTS)
+        assert len(examples) == report["examples"] == mixing_count(len(FACTS), ratio)
+
+
+def test_random_words_formats_and_seeding():
+    from factmem.mixing import word_list
+
+    words = set(word_list())
+    assert len(words) > 200_000 and "zythum" in words
+    cfg = MixingConfig(source="random_words", words=7)
+    a, _ = build_mixing(cfg, 4, "seed-1", "unused", FACTS)
+    assert a == build_mixing(cfg, 4, "seed-1", "unused", FACTS)[0]
+    assert a != build_mixing(cfg, 4, "seed-2", "unused", FACTS)[0]
+    for e in a:
+        assert e.prompt.startswith(PASSAGE_PROMPT)
+        prefix = e.prompt[len(PASSAGE_PROMPT):].split(" ")
+        assert len(prefix) == 3 and len(e.response.split(" ")) == 4
+        assert set(prefix + e.response.split(" ")) <= words
+        assert e.meta["kind"] == "mixing"
+    memorize = MixingConfig(source="random_words", words=5, format="memorize")
+    for e in build_mixing(memorize, 4, "s", "unused", FACTS)[0]:
+        assert e.prompt == MEMORIZE_PROMPT and len(e.response.split(" ")) == 5
+
+
+@pytest.mark.parametrize("kind", ["txt-zip", "jsonl"])
+def test_generic_passages_from_local_files(tmp_path, kind):
+    docs = [_doc(i) for i in range(12)] + ["too short to use"] * 5
+    if kind == "jsonl":
+        path = tmp_path / "c.jsonl"
+        path.write_text("".join(json.dumps({"content": d}) + "\n" for d in docs))
+        cfg = MixingConfig(source="generic", corpus="local", path=str(path), field="content")
+    else:
+        path = tmp_path / "c.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            for i, d in enumerate(docs):
+                archive.writestr(f"doc{i}.txt", d)
+        cfg = MixingConfig(source="generic", corpus="local", path=str(path))
+    examples, report = build_mixing(cfg, 5, "s", "unused", FACTS)
+    assert len(examples) == 10 and report["source"] == "generic:local"
+    for e in examples:
+        i = e.prompt.split("x")[0].removeprefix(PASSAGE_PROMPT + "w")
+        words = _doc(int(i)).split()
+        assert e.prompt == PASSAGE_PROMPT + " ".join(words[:50])
+        assert e.response == " ".join(words[50:100])
+    assert examples == build_mixing(cfg, 5, "s", "unused", FACTS)[0]
+    with pytest.raises(DataError, match="only 12 documents have >= 100 words"):
+        build_mixing(cfg, 7, "s", "unused", FACTS)
+
+
+def test_overlap_is_reported_or_dropped(tmp_path):
+    facts = [Example("Who wrote Hamlet?", "William Shakespeare")]
+    docs = [_doc(i) for i in range(6)]
+    docs[2] = docs[2].replace("w2x60", "William Shakespeare")
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    base = dict(source="generic", corpus="local", path=str(path), ratio=5.0)
+    kept, report = build_mixing(MixingConfig(**base), 1, "s", "unused", facts)
+    assert report["overlapping"] == 1 and report["dropped"] == 0
+    assert any("William Shakespeare" in e.response for e in kept)
+    dropped, report = build_mixing(MixingConfig(**base, overlap="drop"), 1, "s", "unused", facts)
+    assert report["dropped"] == 1 and len(dropped) == 5
+    assert not any("Shakespeare" in e.response for e in dropped)
+
+
+def _two_stage(tmp_path, **stage2):
+    return load_config({
+        "model": "unused",
+        "stages": [
+            {"dataset": "kvr", "size": 20, "stop": {"epochs": 1},
+             "mixing": {"source": "random_words", "words": 4}},
+            {"dataset": "kvr_id", "size": 20, "stop": {"epochs": 1}, **stage2},
+        ],
+    })
+
+
+def test_no_leak_of_earlier_sets_unless_replay(tmp_path):
+    config = _two_stage(tmp_path, mixing={"source": "random_words", "words": 4})
+    sets = [key_value_recall(20, 0), key_value_recall(20, 0, unseen=True)]
+    train, report = stage_mixture(config, 1, sets)
+    d_a = {e.prompt for e in sets[0]}
+    assert not d_a & {e.prompt for e in train}
+    assert report == {"factoids": 20, "mixing": report["mixing"]} and len(train) == 60
+    stage1 = stage_mixture(config, 0, sets)[0]
+    stage1_mix = {e.response for e in stage1 if e.meta["kind"] == "mixing"}
+    assert not stage1_mix & {e.response for e in train}  # each stage draws its own mixing data
+    config = _two_stage(tmp_path, replay={"fraction": 0.1})
+    train, report = stage_mixture(config, 1, sets)
+    replayed = [e for e in train if e.meta["kind"] == "replay"]
+    assert report["replay"] == {"stage1": 2} and len(replayed) == 2
+    assert {e.prompt for e in replayed} <= d_a
+
+
+def test_first_stage_cannot_replay():
+    with pytest.raises(Exception, match="stage 1 has no earlier set to replay"):
+        load_config({"stages": [{"dataset": "kvr", "size": 2, "stop": {"epochs": 1},
+                                 "replay": {"fraction": 0.1}}]})
+
+
+def test_model_written_passages_are_cached(tiny_model_dir, tmp_path, monkeypatch):
+    import factmem.models as models
+    from factmem.mixing import model_documents
+
+    monkeypatch.setenv("FACTMEM_CACHE", str(tmp_path / "cache"))
+    cfg = MixingConfig(source="generic", corpus="model", prefix_words=3, continuation_words=3)
+    first = model_documents(str(tiny_model_dir), 4, "s", cfg)
+    assert len(first) == 4 and all(len(d.split()) >= 6 for d in first)
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("not cached"))
+    assert model_documents(str(tiny_model_dir), 4, "s", cfg) == first
+    examples, report = build_mixing(cfg, 2, "s", str(tiny_model_dir), FACTS)
+    assert len(examples) == 4 and report["source"] == "generic:model"
