@@ -151,3 +151,31 @@ def test_an_unreachable_hub_model_is_a_clear_error():
     # tests run with HF_HUB_OFFLINE=1: the hub cannot be reached, as on a machine without internet
     with pytest.raises(ConfigError, match="cannot load a tokenizer from 'no-such-owner/no-model'"):
         load_tokenizer(resolve_model("no-such-owner/no-model"))
+
+
+def test_every_preset_loads_and_extends_resolves():
+    from factmem.config import PRESET_DIRS
+
+    presets = sorted(p for p in PRESET_DIRS[1].glob("*.yaml"))
+    assert len(presets) >= 10
+    for preset in presets:
+        config = load_config(preset)
+        assert config.name == preset.stem
+        assert [s.dataset for s in config.stages] == ["kvr", "kvr_id"]
+    mixed = load_config(PRESET_DIRS[1] / "random-generic.yaml")
+    assert mixed.stages[0].mixing.source == "random_words"
+    assert mixed.stages[1].mixing.source == "generic" and mixed.stages[1].size == 64
+    assert load_config(PRESET_DIRS[1] / "replay-0.1.yaml").stages[1].replay.fraction == 0.1
+
+
+def test_extends_merges_stage_by_stage(tmp_path):
+    base = _write(tmp_path, GOOD)
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {base}\nname: child\nstages:\n  - {{}}\n  - {{size: 3}}\n")
+    config = load_config(child)
+    assert config.name == "child" and config.stages[1].size == 3
+    assert config.stages[1].training == {"learning_rate": 0.001}
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(loop)

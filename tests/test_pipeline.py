@@ -135,3 +135,22 @@ def test_cli_run_and_errors(tiny_model_dir, tmp_path, capsys):
     assert "stages.0.stop.epochs: Input should be greater than 0" in capsys.readouterr().err
     assert main(["run", "no-such-preset"]) == 2
     assert "no config file or preset" in capsys.readouterr().err
+
+
+def test_run_with_mixing_and_replay_records_the_mixture(tiny_model_dir, tmp_path):
+    config = _config(tiny_model_dir, tmp_path)
+    data = config.model_dump()
+    data["stages"][0]["mixing"] = {"source": "random_words", "words": 4, "ratio": 1.0}
+    data["stages"][1]["replay"] = {"fraction": 0.25}
+    data["stages"][1]["mixing"] = {"source": "random_words", "words": 4, "ratio": 2.0}
+    results = run_experiment(load_config(data), progress=False)
+    s1, s2 = results["stages"]
+    assert s1["mixture"]["mixing"]["examples"] == 8 and "replay" not in s1["mixture"]
+    assert s2["mixture"]["replay"] == {"stage1": 2} and s2["mixture"]["mixing"]["examples"] == 16
+    assert set(s2["mixture"]["tokens"]) == {"factoid", "replay", "mixing"}
+    rows = (tmp_path / "runs" / "tiny" / "stage2" / "data.jsonl").read_text().splitlines()
+    kinds = [json.loads(r)["meta"]["kind"] for r in rows]
+    assert (kinds.count("factoid"), kinds.count("replay"), kinds.count("mixing")) == (8, 2, 16)
+    # scoring covers the factoid sets only
+    preds = (tmp_path / "runs" / "tiny" / "stage2" / "predictions" / "stage1.jsonl").read_text()
+    assert len(preds.splitlines()) == 8

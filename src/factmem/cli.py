@@ -9,21 +9,6 @@ from pathlib import Path
 
 from factmem.errors import FactmemError
 
-PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"]
-
-
-def find_config(name: str) -> Path:
-    """A config path, or the name of a preset in configs/ (e.g. `default`)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    for folder in PRESET_DIRS:
-        for candidate in (folder / name, folder / f"{name}.yaml"):
-            if candidate.is_file():
-                return candidate
-    presets = sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.yaml")})
-    raise FactmemError(f"no config file or preset named {name!r}; presets: {', '.join(presets)}")
-
 
 def _setup_logging(run_dir: Path | None, quiet: bool) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -42,7 +27,7 @@ def _setup_logging(run_dir: Path | None, quiet: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from factmem.config import load_config
+    from factmem.config import find_config, load_config
     from factmem.pipeline import results_table, run_experiment
 
     overrides = list(args.set or [])

@@ -412,29 +412,72 @@ def _apply_override(data: dict, path: tuple, value: Any, text: str) -> None:
     node[last] = value
 
 
+PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"]
+
+
+def find_config(name: str | Path, near: Path | None = None) -> Path:
+    """A config path, or the name of a preset in configs/ (e.g. `default`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    folders = ([near] if near else []) + PRESET_DIRS
+    for folder in folders:
+        for candidate in (folder / str(name), folder / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    presets = sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+    raise ConfigError(f"no config file or preset named {name!r}; presets: {', '.join(presets)}")
+
+
+def _merge(base: Any, child: Any) -> Any:
+    """child over base: mappings key by key, lists item by item, anything else replaced."""
+    if isinstance(base, dict) and isinstance(child, dict):
+        return {k: _merge(base[k], v) if k in base else v for k, v in child.items()} | {
+            k: v for k, v in base.items() if k not in child
+        }
+    if isinstance(base, list) and isinstance(child, list):
+        merged = [_merge(b, c) for b, c in zip(base, child, strict=False)]
+        return merged + child[len(base):] if len(child) > len(base) else merged + base[len(child):]
+    return child
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict]:
+    """(data, line map) of a config file, with `extends: <preset or file>` resolved."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields")
+    lines = _line_map(node) if node is not None else {}
+    parent = data.pop("extends", None)
+    if parent is not None:
+        parent_path = find_config(parent, near=path.parent).resolve()
+        if parent_path in seen:
+            raise ConfigError(f"{path}: `extends` loops back to {parent_path}")
+        base, _ = _read_yaml(parent_path, seen + (path.resolve(),))
+        data = _merge(base, data)
+    return data, lines
+
+
 def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
     """Read a YAML file (or a dict), apply `key=value` overrides, validate.
 
-    Errors name the field and its line in the file; overridden fields are named as such.
+    A file may start from another with `extends: <preset name or path>`: its fields are laid
+    over the other's (mappings key by key, stage lists stage by stage). Errors name the field
+    and its line in the file; overridden fields are named as such.
     """
     lines: dict | None = None
     label = "config"
     if isinstance(source, dict):
         data = copy.deepcopy(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        label = str(path)
-        text = path.read_text()
-        try:
-            node = yaml.compose(text, Loader=_LineLoader)
-            data = yaml.load(text, Loader=_LineLoader) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        lines = _line_map(node) if node is not None else {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of fields")
+        data, lines = _read_yaml(Path(source))
+        label = str(source)
     for text in overrides:
         key, value = parse_override(text)
         _apply_override(data, key, value, text)
