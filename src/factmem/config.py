@@ -66,10 +66,14 @@ class TrainingConfig(_Strict):
     )
     packing: Literal["auto", True, False] = Field(
         "auto",
-        description="Padding-free batches (examples concatenated, per-example position ids, "
-        "attention kept within each example). auto: on with a varlen attention kernel "
-        "(flash_attention_2 on GPU); off otherwise, where it measured slower (BENCHMARKS.md) "
-        "and batches are right-padded instead.",
+        description="How batches are laid out (src/factmem/batching.py). auto: with flash-"
+        "attention, one padding-free row; otherwise, per batch, right-padded rows or examples "
+        "packed into rows of <= pack_row_tokens, whichever has fewer token slots. true: always "
+        "packed rows; false: always padded. Loss and gradients are the same in every layout.",
+    )
+    pack_row_tokens: int = Field(
+        512, gt=0, description="Row length for packed rows (longer rows cost quadratic "
+        "attention with dense masks)."
     )
     max_length: int = Field(
         2048, gt=0, description="Examples longer than this (in tokens) are an error."

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    DataCollatorForSeq2Seq,
-    DataCollatorWithFlattening,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -29,10 +27,10 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from factmem.batching import make_collator
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.errors import ConfigError
-from factmem.models import accepts_logits_to_keep
 
 log = logging.getLogger(__name__)
 
@@ -50,69 +48,6 @@ def bf16_supported() -> bool:
 
 def use_bf16(setting: str | bool) -> bool:
     return bf16_supported() if setting == "auto" else bool(setting)
-
-
-def use_packing(setting: str | bool, model: PreTrainedModel) -> bool:
-    if setting != "auto":
-        return bool(setting)
-    return getattr(model.config, "_attn_implementation", "") in (
-        "flash_attention_2",
-        "flash_attention_3",
-    )
-
-
-class AnswerLogitsCollator:
-    """Right-padded batches that ask the model for logits only where there are labels.
-
-    Prompts are most of a factoid's tokens (KVR: ~26 of ~36), and the output head plus its
-    softmax over the vocabulary is a large share of a small model's compute. transformers'
-    `logits_to_keep` skips it for the leading prompt positions; the labels are cut to the
-    same columns, so the loss and gradients are unchanged (tests/test_training.py).
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase):
-        self.pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-
-    def __call__(self, features: list[dict]) -> dict:
-        batch = self.pad(features)
-        labels = batch["labels"]
-        labeled_columns = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-        if len(labeled_columns) == 0:
-            return batch
-        # logits at column t predict the label at t + 1, so keep one column before the first label
-        keep = labels.shape[1] - int(labeled_columns[0]) + 1
-        batch["labels"] = labels[:, -keep:]
-        batch["logits_to_keep"] = keep
-        return batch
-
-
-class PaddingFreeCollator(DataCollatorWithFlattening):
-    """transformers' flattening collator, plus `use_cache=False`.
-
-    transformers separates the packed examples (block-diagonal causal mask from the position
-    ids) only when no KV cache is passed; Llama creates one whenever `use_cache` is on, which
-    is the config default, even in training. Without this flag, sdpa/eager attention silently
-    lets every packed example attend to the ones before it (tests/test_training.py).
-    """
-
-    def __init__(self):
-        super().__init__(return_position_ids=True, separator_id=IGNORE_INDEX)
-
-    def __call__(self, features, return_tensors=None, separator_id=None):
-        batch = super().__call__(features, return_tensors, separator_id)
-        batch["use_cache"] = False
-        return batch
-
-
-def make_collator(
-    tokenizer: PreTrainedTokenizerBase, packing: bool, model: PreTrainedModel | None = None
-):
-    """Padding-free (one row, per-example position ids) or right-padded batches."""
-    if packing:
-        return PaddingFreeCollator()
-    if model is not None and accepts_logits_to_keep(model):
-        return AnswerLogitsCollator(tokenizer)
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
 @dataclass
@@ -290,7 +225,7 @@ def train_stage(
         model=model,
         args=args,
         train_dataset=encoded,
-        data_collator=make_collator(tokenizer, use_packing(cfg.packing, model), model),
+        data_collator=make_collator(tokenizer, cfg.packing, model, cfg.pack_row_tokens),
         callbacks=[callback],
     )
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
