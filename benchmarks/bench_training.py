@@ -9,7 +9,9 @@ Both train the embedded SmolLM2-135M-Instruct on the same KVR examples with batc
 the same number of epochs, from the same weights, in one process. Tokens/s counts every
 input token (prompt + response), the same count for both.
 
-    .venv/bin/python benchmarks/bench_training.py [--examples 64] [--epochs 5]
+    .venv/bin/python benchmarks/bench_training.py                     # KVR facts only
+    .venv/bin/python benchmarks/bench_training.py --scenario mixed --examples 32 --epochs 2
+                                        # + random-word REMIX data at 1:2 (mixed lengths)
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-from factmem.config import StopRule, TrainingConfig
+from factmem.config import MixingConfig, StopRule, TrainingConfig
 from factmem.data.example import encode_example, format_example
 from factmem.data.factoid import key_value_recall
+from factmem.mixing import build_mixing
 from factmem.models import load_model, load_tokenizer, resolve_model
 from factmem.training import train_stage
 
@@ -69,48 +72,41 @@ def ours(path, tokenizer, examples, epochs, work, **overrides) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--scenario", choices=["kvr", "mixed"], default="kvr")
+    parser.add_argument("--examples", type=int, default=64, help="KVR facts")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--mix-words", type=int, default=50, help="mixed: random-word length")
+    parser.add_argument("--mix-ratio", type=float, default=2.0, help="mixed: D:D_M = 1:ratio")
     args = parser.parse_args()
     torch.manual_seed(0)
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
     examples = key_value_recall(args.examples, seed=0)
+    if args.scenario == "mixed":  # REMIX: facts plus random word sequences, shuffled together
+        cfg = MixingConfig(source="random_words", words=args.mix_words, ratio=args.mix_ratio)
+        examples += build_mixing(cfg, len(examples), "0", "unused", examples)[0]
     tokens = args.epochs * sum(len(encode_example(tokenizer, e)["input_ids"]) for e in examples)
+    variants = {
+        "naive (Trainer, LM collator, fp32)": lambda w: naive(path, tokenizer, examples,
+                                                              args.epochs, w),
+        "factmem, bf16 off": lambda w: ours(path, tokenizer, examples, args.epochs, w, bf16=False),
+        "factmem, always padded": lambda w: ours(path, tokenizer, examples, args.epochs, w,
+                                                 packing=False),
+        "factmem, always packed": lambda w: ours(path, tokenizer, examples, args.epochs, w,
+                                                 packing=True),
+        "factmem (defaults)": lambda w: ours(path, tokenizer, examples, args.epochs, w),
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        timings = {
-            "naive (Trainer, LM collator, fp32)": naive(
-                path, tokenizer, examples, args.epochs, Path(tmp) / "naive"
-            ),
-            "factmem, bf16 off": ours(
-                path, tokenizer, examples, args.epochs, Path(tmp) / "a", bf16=False
-            ),
-            "factmem, packing on": ours(
-                path, tokenizer, examples, args.epochs, Path(tmp) / "c", packing=True
-            ),
-            "factmem (defaults)": ours(path, tokenizer, examples, args.epochs, Path(tmp) / "b"),
-        }
+        timings = {name: run(Path(tmp) / str(i)) for i, (name, run) in enumerate(variants.items())}
     base = timings["naive (Trainer, LM collator, fp32)"]
     rows = {
-        name: {
-            "seconds": round(s, 1),
-            "tokens_per_s": round(tokens / s, 1),
-            "speedup_vs_naive": round(base / s, 2),
-        }
+        name: {"seconds": round(s, 1), "tokens_per_s": round(tokens / s, 1),
+               "speedup_vs_naive": round(base / s, 2)}
         for name, s in timings.items()
-    }
-    print(
-        json.dumps(
-            {
-                "examples": args.examples,
-                "epochs": args.epochs,
-                "tokens": tokens,
-                "torch_threads": torch.get_num_threads(),
-                "results": rows,
-            },
-            indent=2,
-        )
-    )
+    }  # fmt: skip
+    summary = {"scenario": args.scenario, "examples": len(examples), "epochs": args.epochs,
+               "tokens": tokens, "threads": torch.get_num_threads(), "results": rows}  # fmt: skip
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -68,9 +68,11 @@ def test_packed_examples_do_not_see_each_other(tiny):
         for r in range(batch["input_ids"].shape[0]):
             row = batch["input_ids"][r]
             for start in range(len(row) - len(ids) + 1):
-                if torch.equal(row[start:start + len(ids)], ids) and \
-                        batch["position_ids"][r, start] == 0:
-                    assert torch.allclose(logits[r, start:start + len(ids)], expected, atol=1e-5)
+                if (
+                    torch.equal(row[start : start + len(ids)], ids)
+                    and batch["position_ids"][r, start] == 0
+                ):
+                    assert torch.allclose(logits[r, start : start + len(ids)], expected, atol=1e-5)
                     found = True
                     break
             if found:

@@ -47,7 +47,7 @@ def test_random_words_formats_and_seeding():
     assert a != build_mixing(cfg, 4, "seed-2", "unused", FACTS)[0]
     for e in a:
         assert e.prompt.startswith(PASSAGE_PROMPT)
-        prefix = e.prompt[len(PASSAGE_PROMPT):].split(" ")
+        prefix = e.prompt[len(PASSAGE_PROMPT) :].split(" ")
         assert len(prefix) == 3 and len(e.response.split(" ")) == 4
         assert set(prefix + e.response.split(" ")) <= words
         assert e.meta["kind"] == "mixing"
@@ -97,14 +97,20 @@ def test_overlap_is_reported_or_dropped(tmp_path):
 
 
 def _two_stage(tmp_path, **stage2):
-    return load_config({
-        "model": "unused",
-        "stages": [
-            {"dataset": "kvr", "size": 20, "stop": {"epochs": 1},
-             "mixing": {"source": "random_words", "words": 4}},
-            {"dataset": "kvr_id", "size": 20, "stop": {"epochs": 1}, **stage2},
-        ],
-    })
+    return load_config(
+        {
+            "model": "unused",
+            "stages": [
+                {
+                    "dataset": "kvr",
+                    "size": 20,
+                    "stop": {"epochs": 1},
+                    "mixing": {"source": "random_words", "words": 4},
+                },
+                {"dataset": "kvr_id", "size": 20, "stop": {"epochs": 1}, **stage2},
+            ],
+        }
+    )
 
 
 def test_no_leak_of_earlier_sets_unless_replay(tmp_path):
@@ -126,8 +132,18 @@ def test_no_leak_of_earlier_sets_unless_replay(tmp_path):
 
 def test_first_stage_cannot_replay():
     with pytest.raises(Exception, match="stage 1 has no earlier set to replay"):
-        load_config({"stages": [{"dataset": "kvr", "size": 2, "stop": {"epochs": 1},
-                                 "replay": {"fraction": 0.1}}]})
+        load_config(
+            {
+                "stages": [
+                    {
+                        "dataset": "kvr",
+                        "size": 2,
+                        "stop": {"epochs": 1},
+                        "replay": {"fraction": 0.1},
+                    }
+                ]
+            }
+        )
 
 
 def test_model_written_passages_are_cached(tiny_model_dir, tmp_path, monkeypatch):
@@ -142,3 +158,38 @@ def test_model_written_passages_are_cached(tiny_model_dir, tmp_path, monkeypatch
     assert model_documents(str(tiny_model_dir), 4, "s", cfg) == first
     examples, report = build_mixing(cfg, 2, "s", str(tiny_model_dir), FACTS)
     assert len(examples) == 4 and report["source"] == "generic:model"
+
+
+def test_hub_corpora_stream_through_datasets(tmp_path, monkeypatch):
+    """The hub path, on a local file shaped like Knowledge Pile's rows (no internet here)."""
+    import datasets
+
+    from factmem.mixing import HUB_CORPORA
+
+    path = tmp_path / "kp.jsonl"
+    path.write_text("".join(json.dumps({"content": _doc(i), "id": i}) + "\n" for i in range(8)))
+    real = datasets.load_dataset
+    calls = []
+
+    def fake(repo, split, streaming):
+        calls.append((repo, split, streaming))
+        return real("json", data_files=str(path), split=split, streaming=streaming)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    cfg = MixingConfig(source="generic", corpus="knowledge_pile", ratio=1.0)
+    examples, report = build_mixing(cfg, 4, "s", "unused", FACTS)
+    assert calls == [(HUB_CORPORA["knowledge_pile"][0], "train", True)]
+    assert len(examples) == 4 and report["source"] == "generic:knowledge_pile"
+    assert all(e.prompt.startswith(PASSAGE_PROMPT) for e in examples)
+
+
+def test_unreachable_hub_corpus_is_a_clear_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no internet")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    cfg = MixingConfig(source="generic", corpus="fineweb")
+    with pytest.raises(DataError, match="cannot stream kh4dien/fineweb-100m-sample"):
+        build_mixing(cfg, 2, "s", "unused", FACTS)

@@ -53,15 +53,25 @@ def test_fast_path_equals_generate_on_smollm2(smollm2):
     for prompt in prompts:  # the model's own greedy answers, one at a time
         ids = torch.tensor([encode_prompt(tokenizer, prompt)])
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=16, eos_token_id=2, pad_token_id=0)
-        own.append(decode(tokenizer, out[0, ids.shape[1]:].tolist()))
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=16,
+                eos_token_id=2,
+                pad_token_id=0,
+            )
+        own.append(decode(tokenizer, out[0, ids.shape[1] :].tolist()))
     cases = [Example(p, o) for p, o in zip(prompts, own, strict=True) if o.strip()]
     cases += [Example(p, "certainly not this") for p in prompts]
     cases += [Example(c.prompt, c.response.upper()) for c in cases[:2]]
     fast = exact_match(model, tokenizer, cases, max_new_tokens=16, fast_path=True, progress=False)
-    reference = [is_correct(o, [c.response]) for c in cases
-                 for p, o in zip(prompts, own, strict=True) if p == c.prompt]
+    reference = [
+        is_correct(o, [c.response])
+        for c in cases
+        for p, o in zip(prompts, own, strict=True)
+        if p == c.prompt
+    ]
     assert [p.correct for p in fast] == reference
     assert 0 < sum(reference) < len(reference)
     assert any(p.method == "teacher_forced" for p in fast)
@@ -70,11 +80,23 @@ def test_fast_path_equals_generate_on_smollm2(smollm2):
 def test_default_config_runs_end_to_end_briefly(tmp_path, capsys):
     from factmem.cli import main
 
-    code = main([
-        "run", "default", "--output-dir", str(tmp_path), "--quiet",
-        "--set", "stages[0].size=4", "--set", "stages[1].size=4",
-        "--set", "stages[0].stop.epochs=1", "--set", "stages[1].stop.epochs=1",
-    ])
+    code = main(
+        [
+            "run",
+            "default",
+            "--output-dir",
+            str(tmp_path),
+            "--quiet",
+            "--set",
+            "stages[0].size=4",
+            "--set",
+            "stages[1].size=4",
+            "--set",
+            "stages[0].stop.epochs=1",
+            "--set",
+            "stages[1].stop.epochs=1",
+        ]
+    )
     assert code == 0
     results = json.loads((tmp_path / "default" / "results.json").read_text())
     assert results["finished"] and len(results["stages"]) == 2

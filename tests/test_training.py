@@ -129,4 +129,3 @@ def test_same_seed_same_training(tiny_model_dir, tmp_path):
         weights.append(model.model.layers[0].mlp.up_proj.weight.detach().clone())
     assert curves[0] == curves[1]
     assert torch.equal(weights[0], weights[1])
-

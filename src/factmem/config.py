@@ -58,6 +58,7 @@ class TrainingConfig(_Strict):
         if value not in names:
             raise ValueError(f"unknown scheduler {value!r}; known: {', '.join(names)}")
         return value
+
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Warmup fraction (paper: 0.05).")
     bf16: Literal["auto", True, False] = Field(
         "auto",
@@ -72,8 +73,10 @@ class TrainingConfig(_Strict):
         "packed rows; false: always padded. Loss and gradients are the same in every layout.",
     )
     pack_row_tokens: int = Field(
-        512, gt=0, description="Row length for packed rows (longer rows cost quadratic "
-        "attention with dense masks)."
+        512,
+        gt=0,
+        description="Row length for packed rows (longer rows cost quadratic "
+        "attention with dense masks).",
     )
     max_length: int = Field(
         2048, gt=0, description="Examples longer than this (in tokens) are an error."
@@ -199,8 +202,9 @@ class MixingConfig(_Strict):
         50, gt=0, description="generic: words in the response (paper: 50)."
     )
     pool_size: int = Field(
-        20000, gt=0, description="generic: sample from the first N usable documents (official: "
-        "20000)."
+        20000,
+        gt=0,
+        description="generic: sample from the first N usable documents (official: 20000).",
     )
     overlap: Literal["report", "drop", "off"] = Field(
         "report",
@@ -214,8 +218,10 @@ class ReplayConfig(_Strict):
     """Replay: a fraction of every earlier stage's set mixed into this stage."""
 
     fraction: float = Field(
-        gt=0, le=1, description="r: round(r * n) examples (at least 1) from each earlier set "
-        "(paper: 0.01, 0.05, 0.1)."
+        gt=0,
+        le=1,
+        description="r: round(r * n) examples (at least 1) from each earlier set "
+        "(paper: 0.01, 0.05, 0.1).",
     )
 
 
@@ -441,7 +447,9 @@ def _merge(base: Any, child: Any) -> Any:
         }
     if isinstance(base, list) and isinstance(child, list):
         merged = [_merge(b, c) for b, c in zip(base, child, strict=False)]
-        return merged + child[len(base):] if len(child) > len(base) else merged + base[len(child):]
+        return (
+            merged + child[len(base) :] if len(child) > len(base) else merged + base[len(child) :]
+        )
     return child
 
 

@@ -143,7 +143,6 @@ def _target_logits(
     ]
 
 
-
 # Mean answer length (tokens, EOS included) from which certifying by teacher forcing beats
 # generating: shorter answers cost a generate call little more than its prefill, which the
 # teacher-forced pass repeats (BENCHMARKS.md, bench_eval.py).

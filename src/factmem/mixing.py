@@ -196,11 +196,26 @@ def generic_stream(count: int, seed: int | str, cfg: MixingConfig, model: str) -
 # ---------------------------------------------------- generic text written by the model itself
 
 TOPICS = (
-    "the history of a small town", "how bread is made", "a walk in the forest", "the ocean",
-    "a day at a market", "how rivers form", "the life of bees", "an old library",
-    "learning to swim", "the night sky", "a mountain village", "the invention of the wheel",
-    "how a bicycle works", "winter in the city", "a family dinner", "the first day of school",
-    "a train journey", "how plants grow", "a summer storm", "the work of a carpenter",
+    "the history of a small town",
+    "how bread is made",
+    "a walk in the forest",
+    "the ocean",
+    "a day at a market",
+    "how rivers form",
+    "the life of bees",
+    "an old library",
+    "learning to swim",
+    "the night sky",
+    "a mountain village",
+    "the invention of the wheel",
+    "how a bicycle works",
+    "winter in the city",
+    "a family dinner",
+    "the first day of school",
+    "a train journey",
+    "how plants grow",
+    "a summer storm",
+    "the work of a carpenter",
 )
 
 
@@ -330,8 +345,11 @@ def build_mixing(
         "overlap_examples": flagged[:20],
     }
     if flagged:
-        log.warning("mixing: %d examples overlap the factoids (%s)", len(flagged),
-                    "dropped" if cfg.overlap == "drop" else "kept; overlap: drop removes them")
+        log.warning(
+            "mixing: %d examples overlap the factoids (%s)",
+            len(flagged),
+            "dropped" if cfg.overlap == "drop" else "kept; overlap: drop removes them",
+        )
     return chosen, report
 
 
