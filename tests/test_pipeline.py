@@ -154,3 +154,49 @@ def test_run_with_mixing_and_replay_records_the_mixture(tiny_model_dir, tmp_path
     # scoring covers the factoid sets only
     preds = (tmp_path / "runs" / "tiny" / "stage2" / "predictions" / "stage1.jsonl").read_text()
     assert len(preds.splitlines()) == 8
+
+
+def test_runs_share_a_stage_with_the_same_fingerprint(tiny_model_dir, tmp_path, monkeypatch):
+    import factmem.pipeline as pipeline
+
+    first = run_experiment(_config(tiny_model_dir, tmp_path), progress=False)
+    trained = []
+    real_train = pipeline.train_stage
+    monkeypatch.setattr(
+        pipeline,
+        "train_stage",
+        lambda m, t, ex, *a, **k: trained.append(len(ex)) or real_train(m, t, ex, *a, **k),
+    )
+    replay = _config(tiny_model_dir, tmp_path, name="replay").model_dump()
+    replay["stages"][1]["replay"] = {"fraction": 0.5}
+    replay = load_config(replay)
+    second = run_experiment(replay, progress=False)
+    assert trained == [8 + 4]  # only stage 2 (8 facts + 4 replayed) was trained
+    s1, s1_first = second["stages"][0], first["stages"][0]
+    assert s1["shared_from"].endswith("tiny/stage1") and s1_first["shared_from"] is None
+    assert s1["accuracy"] == s1_first["accuracy"]
+    assert s1["fingerprint"] == s1_first["fingerprint"]
+    assert second["stages"][1]["fingerprint"] != first["stages"][1]["fingerprint"]
+    run = tmp_path / "runs" / "replay" / "stage1"
+    same = tmp_path / "runs" / "tiny" / "stage1"
+    assert (run / "data.jsonl").read_text() == (same / "data.jsonl").read_text()
+    assert (run / "model" / "model.safetensors").read_bytes() == (
+        same / "model" / "model.safetensors"
+    ).read_bytes()
+
+    trained.clear()
+    alone = _config(tiny_model_dir, tmp_path, name="alone", share_stages=False)
+    run_experiment(alone, progress=False)
+    assert trained == [8, 8]
+
+
+def test_dropping_overlaps_ties_a_stage_to_the_later_sets():
+    def config(drop: bool, size2: int):
+        mixing = {"source": "random_words", "overlap": "drop" if drop else "report"}
+        return load_config({"stages": [
+            {"dataset": "kvr", "size": 4, "stop": {"epochs": 1}, "mixing": mixing},
+            {"dataset": "kvr_id", "size": size2, "stop": {"epochs": 1}},
+        ]})  # fmt: skip
+
+    assert config(False, 4).fingerprint(0) == config(False, 8).fingerprint(0)
+    assert config(True, 4).fingerprint(0) != config(True, 8).fingerprint(0)

@@ -301,6 +301,12 @@ class ExperimentConfig(_Strict):
     )
     seed: int = Field(0, description="Fixes data sampling, shuffling and initialisation.")
     output_dir: str = Field("runs", description="Where run directories are created.")
+    share_stages: bool = Field(
+        True,
+        description="Reuse a finished stage with the same fingerprint (same model, seed, data, "
+        "mixing and training up to that stage) from a sibling run directory instead of "
+        "training it again; e.g. No Mixing and Replay share stage 1.",
+    )
     training: TrainingConfig = Field(
         default_factory=TrainingConfig, description="Training settings for every stage."
     )
@@ -342,6 +348,13 @@ class ExperimentConfig(_Strict):
                 for i in range(upto + 1)
             ],
         }
+        if any(
+            s.mixing is not None and s.mixing.overlap == "drop" for s in self.stages[: upto + 1]
+        ):
+            # dropping overlaps looks at every stage's factoids, later ones included
+            payload["all_sets"] = [
+                s.model_dump(include={"dataset", "size", "path", "options"}) for s in self.stages
+            ]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

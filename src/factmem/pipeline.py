@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -125,6 +126,11 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     if trained_file.is_file() and (stage_dir / "model").is_dir():
         log.info("stage %d: already trained, scoring the saved model", index + 1)
         return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
+    shared = _shared_stage(stage_dir, config.fingerprint(index)) if config.share_stages else None
+    if shared is not None:
+        log.info("stage %d: same fingerprint as %s, reusing its model", index + 1, shared)
+        _copy_stage(shared, stage_dir)
+        return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
     write_text_atomic(stage_dir / "fingerprint", config.fingerprint(index) + "\n")
     train_set, mixture = stage_mixture(config, index, stage_sets)
     mixture["tokens"] = _tokens_by_kind(tokenizer, train_set)
@@ -145,6 +151,42 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     write_json_atomic(trained_file, outcome_record)
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
     return model, outcome_record
+
+
+def _shared_stage(stage_dir: Path, fingerprint: str) -> Path | None:
+    """A finished stage of a sibling run with this fingerprint, i.e. the same trained model."""
+    for candidate in sorted(stage_dir.parent.parent.glob(f"*/{stage_dir.name}")):
+        if candidate.resolve() == stage_dir.resolve():
+            continue
+        fingerprint_file = candidate / "fingerprint"
+        if (
+            fingerprint_file.is_file()
+            and fingerprint_file.read_text().strip() == fingerprint
+            and (candidate / "training.json").is_file()
+            and (candidate / "model").is_dir()
+        ):
+            return candidate
+    return None
+
+
+def _copy_stage(source: Path, stage_dir: Path) -> None:
+    """Hard-link (or copy) a finished stage's model and training record into this run."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(source / "model", tmp, dirs_exist_ok=True, copy_function=link_or_copy)
+
+    write_dir_atomic(stage_dir / "model", fill)
+    shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # an interrupted own attempt
+    shutil.copy2(source / "data.jsonl", stage_dir / "data.jsonl")
+    record = json.loads((source / "training.json").read_text())
+    write_json_atomic(stage_dir / "training.json", record | {"shared_from": str(source)})
+    write_text_atomic(stage_dir / "fingerprint", (source / "fingerprint").read_text())
 
 
 def _tokens_by_kind(tokenizer, examples: list[Example]) -> dict[str, int]:
@@ -191,6 +233,7 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
         "response_tokens": outcome["response_tokens"],
         "tokens_per_s": round(outcome["train_tokens"] / max(wall, 1e-9), 1),
         "mixture": outcome["mixture"],
+        "shared_from": outcome.get("shared_from"),
         "accuracy": scores,
         "loss_curve": outcome["loss_curve"],
         "epoch_checks": outcome["epoch_checks"],
