@@ -290,6 +290,10 @@ class EvaluationConfig(_Strict):
     bf16: bool = Field(False, description="bf16 autocast during evaluation (default fp32).")
 
 
+# Bump when a setting's default value changes: fingerprints leave defaults out.
+FINGERPRINT_VERSION = 1
+
+
 class ExperimentConfig(_Strict):
     """A continual-memorization experiment: a model and a sequence of stages."""
 
@@ -336,13 +340,14 @@ class ExperimentConfig(_Strict):
     def fingerprint(self, upto: int) -> str:
         """Hash of all that determines stage `upto`'s checkpoint (model, seed, stages 0..upto)."""
         payload = {
+            "version": FINGERPRINT_VERSION,
             "model": self.model,
             "seed": self.seed,
             "stages": [
-                {
-                    "stage": self.stages[i].model_dump(exclude={"name"}),
+                {  # defaults left out: a new setting (at its default) keeps old fingerprints
+                    "stage": self.stages[i].model_dump(exclude={"name"}, exclude_defaults=True),
                     "training": self.stage_training(i).model_dump(
-                        exclude={"report_to", "checkpoint_every_epochs"}
+                        exclude={"report_to", "checkpoint_every_epochs"}, exclude_defaults=True
                     ),
                 }
                 for i in range(upto + 1)
