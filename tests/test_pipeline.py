@@ -200,3 +200,42 @@ def test_dropping_overlaps_ties_a_stage_to_the_later_sets():
 
     assert config(False, 4).fingerprint(0) == config(False, 8).fingerprint(0)
     assert config(True, 4).fingerprint(0) != config(True, 8).fingerprint(0)
+
+
+def test_familiarity_filter_score_only_stage_and_unscored_nonfactoid_set(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FACTMEM_CACHE", str(tmp_path / "cache"))  # familiarity verdicts
+    popqa = tmp_path / "popqa.jsonl"
+    popqa.write_text("".join(
+        json.dumps({"question": f"Who made widget {i}?", "possible_answers": f'["Maker {i}"]'})
+        + "\n" for i in range(12)))  # fmt: skip
+    gsm8k = tmp_path / "gsm8k.jsonl"
+    gsm8k.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    stages = [
+        {"dataset": "popqa_id", "path": str(popqa), "size": 3, "few_shot": 2, "train": False,
+         "familiar": "any"},
+        {"dataset": "popqa", "path": str(popqa), "size": 4, "stop": {"epochs": 2}},
+        {"dataset": "gsm8k", "path": str(gsm8k), "stop": {"epochs": 1}},
+    ]  # fmt: skip
+    config = _config(tiny_model_dir, tmp_path, stages=stages)
+    results = run_experiment(config, progress=False)
+    first, second, third = results["stages"]
+    assert first["epochs"] == 0 and first["train_tokens"] == 0
+    assert set(first["accuracy"]) == {"stage1"}
+    assert second["epochs"] == 2 and set(second["accuracy"]) == {"stage1", "stage2"}
+    assert set(third["accuracy"]) == {"stage1", "stage2"}  # gsm8k is trained on, not scored
+    run = tmp_path / "runs" / "tiny"
+    trained = [
+        json.loads(line) for line in (run / "stage2" / "data.jsonl").read_text().splitlines()
+    ]
+    assert all(r["meta"]["familiar"] is False for r in trained)  # popqa: unfamiliar by default
+    assert not (run / "stage1" / "model").exists()  # nothing trained, nothing saved
+    asked = [
+        json.loads(line)
+        for line in (run / "stage1" / "predictions" / "stage1.jsonl").read_text().splitlines()
+    ]
+    assert len(asked) == 3
+    with pytest.raises(Exception, match="`familiar` applies to factoid QA sets"):
+        _config(tiny_model_dir, tmp_path, stages=[{"dataset": "kvr", "size": 2, "familiar": True,
+                                                   "stop": {"epochs": 1}}])  # fmt: skip

@@ -37,3 +37,21 @@ def test_no_bos_is_prepended_when_the_tokenizer_has_none(tiny):
     _, tokenizer = tiny
     ids = encode_prompt(tokenizer, "hi")
     assert tokenizer.decode(ids[:1]) == "<|"
+
+
+def test_multi_turn_trains_every_assistant_turn_and_nothing_else(tiny):
+    _, tokenizer = tiny
+    example = Example("q2", "a two", history=(("q1", "a one"),))
+    assert format_example(example, "<E>") == (
+        "<|user|>\nq1\n<|assistant|>\na one<E>\n<|user|>\nq2\n<|assistant|>\na two<E>"
+    )
+    encoded = encode_example(tokenizer, example)
+    assert tokenizer.decode(encoded["input_ids"]) == format_example(example, tokenizer.eos_token)
+    trained = [
+        t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True) if label != -100
+    ]
+    eos = tokenizer.eos_token_id
+    assert trained == encode_response(tokenizer, "a one") + encode_response(tokenizer, "a two")
+    assert trained.count(eos) == 2
+    prompt = encode_prompt(tokenizer, "q2", example.history)
+    assert encoded["input_ids"][: len(prompt)] == prompt  # generation sees the same prefix

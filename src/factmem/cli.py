@@ -1,4 +1,4 @@
-"""`factmem run | prepare-model | fields | datasets`: the command line."""
+"""`factmem run | filter | prepare-model | fields | datasets`: the command line."""
 
 from __future__ import annotations
 
@@ -60,7 +60,27 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     from factmem.data.registry import REGISTRY
 
     for name, spec in REGISTRY.items():
-        print(f"{name:12s} {spec.description} [match: {spec.match}]")
+        print(f"{name:16s} {spec.description} [{spec.kind}, match: {spec.match}]")
+
+
+def cmd_filter(args: argparse.Namespace) -> None:
+    from factmem.familiarity import split_by_familiarity
+    from factmem.io import write_jsonl_atomic
+
+    _setup_logging(None, args.quiet)
+    options = {"split": args.split} if args.split else {}
+    known, unknown = split_by_familiarity(
+        args.model, args.dataset, args.path, options, args.limit, args.seed, progress=not args.quiet
+    )
+    total = len(known) + len(unknown)
+    print(f"{args.dataset}: {len(known)} of {total} facts known by {args.model} "
+          f"({100 * len(known) / max(total, 1):.1f}%), {len(unknown)} unfamiliar")  # fmt: skip
+    if args.out:
+        for name, facts in (("known", known), ("unknown", unknown)):
+            rows = ({"prompt": e.prompt, "response": e.response,
+                     "answers": list(e.meta.get("aliases", []))} for e in facts)  # fmt: skip
+            write_jsonl_atomic(Path(args.out) / f"{name}.jsonl", rows)
+        print(f"wrote {args.out}/known.jsonl and unknown.jsonl (dataset: local)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("datasets", help="dataset names a config can use").set_defaults(
         func=cmd_datasets
     )
+    filt = sub.add_parser("filter", help="split a factoid set into facts a model knows / not")
+    filt.add_argument("dataset", help="popqa, triviaqa, lama, entityquestions, webquestions")
+    filt.add_argument("--path", help="local file or folder (default: the hub)")
+    filt.add_argument("--split", help="hub split, or a key of a JSON object of lists")
+    filt.add_argument("--model", default="smollm2-135m")
+    filt.add_argument("--limit", type=int, help="judge only the first N (seeded order)")
+    filt.add_argument("--seed", type=int, default=0)
+    filt.add_argument("--out", help="folder for known.jsonl / unknown.jsonl")
+    filt.add_argument("--quiet", action="store_true")
+    filt.set_defaults(func=cmd_filter)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -246,6 +246,24 @@ class StageConfig(_Strict):
         default_factory=dict,
         description="Overrides of the experiment's training settings for this stage only.",
     )
+    familiar: Literal[True, False, "any"] | None = Field(
+        None,
+        description="Factoid QA sets: false = only facts the base model does not know (few-shot "
+        "greedy exact match, see `factmem filter`), true = only facts it knows, any = no "
+        "filter. Default: false for popqa/triviaqa (the paper's), any for the others.",
+    )
+    few_shot: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Score this set after k demonstrations (the familiarity filter's), e.g. "
+        "familiar facts that were never trained in the template.",
+    )
+    train: bool = Field(
+        True,
+        description="false: no training; the stage only scores its set with the previous "
+        "model (e.g. familiar facts before stage 2).",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -260,8 +278,21 @@ class StageConfig(_Strict):
 
     @model_validator(mode="after")
     def _has_stop(self) -> StageConfig:
-        if self.stop is None:
+        if self.stop is None and self.train:
             raise ValueError("a stage needs a stop rule, e.g. `stop: {epochs: 20}`")
+        if not self.train and (self.mixing or self.replay):
+            raise ValueError("a stage with `train: false` trains nothing: remove mixing/replay")
+        return self
+
+    @model_validator(mode="after")
+    def _familiarity_applies(self) -> StageConfig:
+        from factmem.data.registry import REGISTRY
+
+        spec = REGISTRY[self.dataset]
+        if self.familiar in (True, False) and not spec.filterable:
+            raise ValueError(f"`familiar` applies to factoid QA sets, not {self.dataset!r}")
+        if self.few_shot and spec.kind != "factoid":
+            raise ValueError(f"`few_shot` applies to factoid sets, not {self.dataset!r}")
         return self
 
 

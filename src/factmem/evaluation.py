@@ -166,7 +166,7 @@ def _answer_logits(
 
     Batches are sorted by length, so little is spent on padding.
     """
-    prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
+    prompts = [encode_prompt(tokenizer, e.prompt, e.history) for e in examples]
     targets = [encode_response(tokenizer, e.response) for e in examples]
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
     batches = list(_batches(order, batch_size))
@@ -242,7 +242,7 @@ class _StopWhenFinal(StoppingCriteria):
 def greedy_generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Example],
     *,
     max_new_tokens: int,
     batch_size: int = 64,
@@ -252,7 +252,12 @@ def greedy_generate(
     progress: bool = True,
 ) -> list[str]:
     """Greedy outputs (left-padded batches); with `answers`, rows stop once the verdict is final."""
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = [
+        encode_prompt(tokenizer, p.prompt, p.history)
+        if isinstance(p, Example)
+        else encode_prompt(tokenizer, p)
+        for p in prompts
+    ]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     outputs = [""] * len(prompts)
     config = GenerationConfig(
@@ -333,7 +338,7 @@ def exact_match(
         greedy_generate(
             model,
             tokenizer,
-            [examples[i].prompt for i in rest],
+            [examples[i] for i in rest],
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             answers=[examples[i].gold_answers() for i in rest],

@@ -26,20 +26,59 @@ from pathlib import Path
 
 from factmem.config import ExperimentConfig, config_to_yaml
 from factmem.data.example import Example, encode_example
-from factmem.data.registry import REGISTRY, load_examples
+from factmem.data.registry import REGISTRY, Judge, load_examples
 from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
+from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
 from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
-from factmem.training import train_stage
+from factmem.training import StageOutcome, train_stage
 
 log = logging.getLogger(__name__)
 
 
-def stage_examples(config: ExperimentConfig, index: int) -> list[Example]:
+def stage_examples(config: ExperimentConfig, index: int, judge: Judge | None = None
+                   ) -> list[Example]:  # fmt: skip
+    """Stage `index`'s own set (its familiarity filter judged by the base model)."""
     stage = config.stages[index]
-    return load_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options)
+    familiar = stage_familiar(config, index)
+    return load_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options,
+                         familiar=familiar, judge=judge)  # fmt: skip
+
+
+def stage_familiar(config: ExperimentConfig, index: int) -> bool | None:
+    """The stage's familiarity filter: its setting, else the dataset's default."""
+    stage = config.stages[index]
+    if stage.familiar == "any":
+        return None
+    if stage.familiar is None:
+        return False if REGISTRY[stage.dataset].unfamiliar_by_default else None
+    return stage.familiar
+
+
+class BaseModelJudge:
+    """The familiarity judge of the experiment's base model, loaded on first use."""
+
+    def __init__(self, base_path: str, tokenizer, config: ExperimentConfig):
+        self.base_path, self.tokenizer, self.config = base_path, tokenizer, config
+        self.judges: dict[str, FamiliarityJudge] = {}
+        self.model = None
+
+    def for_dataset(self, dataset: str) -> Judge:
+        def judge(examples):
+            if self.model is None:
+                log.info("judging familiarity with the base model %s", self.base_path)
+                self.model = load_model(self.base_path, self.tokenizer)
+            mode = REGISTRY[dataset].match
+            if mode not in self.judges:
+                self.judges[mode] = FamiliarityJudge(
+                    self.model, self.tokenizer, model_key(self.base_path), mode=mode,
+                    batch_size=self.config.evaluation.batch_size,
+                )  # fmt: skip
+            return self.judges[mode](examples)
+
+        return judge
 
 
 def stage_mixture(
@@ -87,9 +126,14 @@ def run_experiment(
     _check_run_dir(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
-    stage_sets = [stage_examples(config, i) for i in range(len(config.stages))]
     base_path = resolve_model(config.model)
     tokenizer = load_tokenizer(base_path)
+    judge = BaseModelJudge(base_path, tokenizer, config)
+    stage_sets = [
+        stage_examples(config, i, judge.for_dataset(config.stages[i].dataset))
+        for i in range(len(config.stages))
+    ]
+    judge.model = None  # free it before training
     records: list[dict] = []
     for index in range(len(config.stages)):
         stage_dir = run_dir / f"stage{index + 1}"
@@ -100,7 +144,11 @@ def run_experiment(
             )
             records.append(json.loads(record_file.read_text()))
             continue
-        previous = base_path if index == 0 else str(run_dir / f"stage{index}" / "model")
+        trained_before = [j for j in range(index) if config.stages[j].train]
+        previous = (
+            str(run_dir / f"stage{trained_before[-1] + 1}" / "model") if trained_before
+            else base_path
+        )  # fmt: skip
         records.append(
             _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
         )
@@ -132,6 +180,8 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
         _copy_stage(shared, stage_dir)
         return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
     write_text_atomic(stage_dir / "fingerprint", config.fingerprint(index) + "\n")
+    if not stage.train:
+        return _score_only(previous, tokenizer, examples, stage_dir)
     train_set, mixture = stage_mixture(config, index, stage_sets)
     mixture["tokens"] = _tokens_by_kind(tokenizer, train_set)
     write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in train_set))
@@ -151,6 +201,16 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     write_json_atomic(trained_file, outcome_record)
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
     return model, outcome_record
+
+
+def _score_only(previous: str, tokenizer, examples: list[Example], stage_dir: Path):
+    """A stage with `train: false`: the previous model, nothing trained."""
+    write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
+    outcome = StageOutcome(epochs=0, steps=0, stop_reason="train: false", rule_met=True,
+                           wall_time_s=0.0, train_tokens=0, response_tokens=0)  # fmt: skip
+    record = asdict(outcome) | {"mixture": {"factoids": 0}}
+    write_json_atomic(stage_dir / "training.json", record)
+    return load_model(previous, tokenizer), record
 
 
 def _shared_stage(stage_dir: Path, fingerprint: str) -> Path | None:
@@ -202,14 +262,19 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
     stage, examples = config.stages[index], stage_sets[index]
     name = config.stage_name(index)
     log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s", index + 1, name,
-             stage.dataset, len(examples), previous, stage.stop.describe())  # fmt: skip
+             stage.dataset, len(examples), previous,
+             stage.stop.describe() if stage.stop else "none (train: false)")  # fmt: skip
     model, outcome = _train(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
     start = time.perf_counter()
     scores = {}
     for j in range(index + 1):
-        set_name = config.stage_name(j)
-        mode = REGISTRY[config.stages[j].dataset].match
-        preds = _score(model, tokenizer, stage_sets[j], mode, config.evaluation, progress)
+        set_name, spec = config.stage_name(j), REGISTRY[config.stages[j].dataset]
+        if spec.kind != "factoid":
+            continue  # non-factoid sets are trained on, not scored by exact match
+        asked = stage_sets[j]
+        if config.stages[j].few_shot:
+            asked = [few_shot_example(e, config.stages[j].few_shot) for e in asked]
+        preds = _score(model, tokenizer, asked, spec.match, config.evaluation, progress)
         scores[set_name] = accuracy(preds)
         write_jsonl_atomic(stage_dir / "predictions" / f"{set_name}.jsonl",
                            (p.to_json() for p in preds))  # fmt: skip
@@ -222,7 +287,7 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
         "dataset": stage.dataset,
         "size": len(examples),
         "fingerprint": config.fingerprint(index),
-        "stop_rule": stage.stop.describe(),
+        "stop_rule": stage.stop.describe() if stage.stop else None,
         "stop_reason": outcome["stop_reason"],
         "rule_met": outcome["rule_met"],
         "epochs": outcome["epochs"],

@@ -1,28 +1,307 @@
-"""Dataset names a config can use, and how each becomes a list of Examples."""
+"""Dataset names a config can use, and how each becomes a list of Examples.
+
+A named set is read from local files in its upstream schema (`path:`) or, without a path,
+from the Hugging Face hub; each row goes through the set's reader (data/qa.py,
+data/instruct.py). Then, in this order: the familiarity filter (factoid QA sets), a seeded
+permutation, and `size` examples. `<set>_id` takes the odd positions of the same
+permutation where `<set>` takes the even ones: unseen facts of the same kind, disjoint
+whatever the two sizes are.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Literal
 
+from factmem.data import instruct, qa
 from factmem.data.example import Example
 from factmem.data.factoid import key_value_recall
 from factmem.data.local import local_factoids
-from factmem.errors import ConfigError
+from factmem.data.sources import Row, hub_rows, local_rows
+from factmem.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["factoid", "nonfactoid"]
+Judge = Callable[[Sequence[Example]], list[bool]]  # True where the base model knows the fact
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """How to build a dataset, and how its answers are scored."""
 
-    build: Callable[..., list[Example]]
     description: str
+    read: Callable[..., Example | None] | None = None  # one upstream row -> Example
+    build: Callable[..., list[Example]] | None = None  # whole-set builders (kvr, local)
+    hub: tuple[str, str | None, str] | None = None  # (id, config, split)
     match: Literal["equal", "contains"] = "equal"
+    kind: Kind = "factoid"
     needs_path: bool = False
     generates: bool = False  # synthetic: `size` is passed to the generator itself
+    halves: Literal["even", "odd"] | None = None  # `<set>` / `<set>_id` share one permutation
+    filterable: bool = False  # the familiarity filter applies (factoid QA)
+    unfamiliar_by_default: bool = False  # stage-1 sets: unfamiliar facts only, unless told
+    tsv_fields: tuple[str, ...] = ()
     options: tuple[str, ...] = ()  # names accepted under a stage's `options:`
+
+
+ROW_OPTIONS = ("split", "hub_config", "skip_bad_rows")
+KVR_OPTIONS = ("key_length", "value_length", "alphabet")
+
+
+def _qa_pair(name: str, read, hub, description: str, **extra) -> dict[str, DatasetSpec]:
+    """`<name>` and `<name>_id` (unseen examples of the same set)."""
+    common = dict(read=read, hub=hub, filterable=True, unfamiliar_by_default=True,
+                  options=ROW_OPTIONS, **extra)  # fmt: skip
+    return {
+        name: DatasetSpec(description=description, halves="even", **common),
+        f"{name}_id": DatasetSpec(
+            description=f"Unseen {name} facts, disjoint from `{name}` (paper: ID).",
+            halves="odd",
+            **common,
+        ),
+    }
+
+
+REGISTRY: dict[str, DatasetSpec] = {
+    "kvr": DatasetSpec(
+        build=lambda size, seed, **o: key_value_recall(size, seed, **o),
+        description="Key-Value Recall: random 8-character keys and values (synthetic).",
+        generates=True,
+        options=KVR_OPTIONS,
+    ),
+    "kvr_id": DatasetSpec(
+        build=lambda size, seed, **o: key_value_recall(size, seed, unseen=True, **o),
+        description="Unseen KVR pairs, disjoint from `kvr` with the same seed (paper: ID).",
+        generates=True,
+        options=KVR_OPTIONS,
+    ),
+    **_qa_pair(
+        "popqa",
+        qa.popqa_example,
+        ("akariasai/PopQA", None, "test"),
+        "PopQA: question + '\\nThe answer is: ' -> first answer (hub or local JSON).",
+    ),
+    **_qa_pair(
+        "triviaqa",
+        qa.triviaqa_example,
+        ("mandarjoshi/trivia_qa", "rc.nocontext", "train"),
+        "TriviaQA: question + '\\nThe answer is: ' -> answer (hub, or DPR's .tsv).",
+        tsv_fields=("question", "answers"),
+    ),
+    "lama": DatasetSpec(
+        read=qa.lama_example,
+        filterable=True,
+        hub=("facebook/lama", "trex", "train"),
+        description="LAMA T-REx as questions ('Where was [X] born?') -> object label.",
+        options=(*ROW_OPTIONS, "templates", "form", "relations"),
+    ),
+    "entityquestions": DatasetSpec(
+        read=qa.entityquestions_example,
+        filterable=True,
+        description="EntityQuestions: question -> first answer (local folder of P*.json).",
+        needs_path=True,
+        options=ROW_OPTIONS,
+    ),
+    "webquestions": DatasetSpec(
+        read=qa.webquestions_example,
+        filterable=True,
+        hub=("Stanford/web_questions", None, "train"),
+        description="WebQuestions: question -> first answer; scored by gold-in-output.",
+        match="contains",
+        options=ROW_OPTIONS,
+    ),
+    "gsm8k": DatasetSpec(
+        read=instruct.gsm8k_example,
+        hub=("openai/gsm8k", "main", "train"),
+        description="GSM8K: question -> worked answer (non-factoid).",
+        kind="nonfactoid",
+        options=ROW_OPTIONS,
+    ),
+    "math": DatasetSpec(
+        read=instruct.math_example,
+        hub=("EleutherAI/hendrycks_math", None, "train"),
+        description="MATH: problem -> solution (non-factoid; hub: every subject).",
+        kind="nonfactoid",
+        options=(*ROW_OPTIONS, "subjects"),
+    ),
+    "evolcode": DatasetSpec(
+        read=instruct.evolcode_example,
+        hub=("nickrosh/Evol-Instruct-Code-80k-v1", None, "train"),
+        description="Evol-Instruct code: instruction -> output (non-factoid).",
+        kind="nonfactoid",
+        options=ROW_OPTIONS,
+    ),
+    "apps": DatasetSpec(
+        read=instruct.apps_example,
+        hub=("codeparrot/apps", "all", "train"),
+        description="APPS: problem -> first reference solution (non-factoid).",
+        kind="nonfactoid",
+        options=ROW_OPTIONS,
+    ),
+    "ultrachat": DatasetSpec(
+        read=instruct.ultrachat_example,
+        hub=("stingning/ultrachat", None, "train"),
+        description="UltraChat dialogues, trained on every assistant turn (non-factoid).",
+        kind="nonfactoid",
+        options=ROW_OPTIONS,
+    ),
+    "local": DatasetSpec(
+        build=lambda path, **o: local_factoids(path, **o),
+        description="A local .json/.jsonl of {prompt, response[, answers]} or the authors' "
+        "{input_text, target_text} records (needs `path`).",
+        needs_path=True,
+        options=("skip_bad_rows",),
+    ),
+}
+
+MATH_SUBJECTS = (
+    "algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+    "number_theory", "prealgebra", "precalculus",
+)  # fmt: skip
+
+
+def dataset_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def _rows(name: str, spec: DatasetSpec, path: str | None, options: dict) -> Iterator[Row]:
+    split = options.get("split")
+    if path:
+        return local_rows(path, spec.tsv_fields, split)
+    if spec.hub is None:
+        raise ConfigError(f"dataset {name!r} is not on the hub: give `path:` (a local file)")
+    hub_id, config, default_split = spec.hub
+    config = options.get("hub_config", config)
+    if name == "math" and config is None:  # one hub config per subject
+        subjects = options.get("subjects") or MATH_SUBJECTS
+        return (r for s in subjects for r in hub_rows(hub_id, s, split or default_split))
+    return hub_rows(hub_id, config, split or default_split)
+
+
+def read_dataset(name: str, path: str | None = None, options: dict | None = None) -> list[Example]:
+    """Every usable row of a named set, in file order; bad rows raise or are counted."""
+    spec, options = REGISTRY[name], dict(options or {})
+    read = spec.read
+    if name == "lama":
+        templates = _lama_templates(options.get("templates"))
+        read = partial(qa.lama_example, templates=templates, form=options.get("form", "question"))
+    skip_bad = bool(options.get("skip_bad_rows", False))
+    examples, bad, unusable = [], 0, 0
+    for label, row in _rows(name, spec, path, options):
+        try:
+            example = read(row, label)
+        except DataError as err:
+            if not skip_bad:
+                raise
+            bad += 1
+            if bad <= 3:
+                log.warning("skipping a bad row: %s", err)
+            continue
+        if example is None:
+            unusable += 1
+        else:
+            examples.append(example)
+    if name == "lama" and options.get("relations"):
+        wanted = set(options["relations"])
+        examples = [e for e in examples if e.meta.get("relation") in wanted]
+    if bad:
+        log.warning("%s: skipped %d bad rows (skip_bad_rows)", name, bad)
+    if unusable:
+        log.info("%s: %d rows have nothing to train on (e.g. no solution), left out", name,
+                 unusable)  # fmt: skip
+    if not examples:
+        raise DataError(f"dataset {name!r}: no usable rows in {path or spec.hub[0]}")
+    for i, e in enumerate(examples):
+        e.meta.setdefault("id", f"{name.removesuffix('_id')}-{i}")
+    return examples
+
+
+def _lama_templates(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    templates = {}
+    for label, row in local_rows(path):
+        if "relation" not in row or "template" not in row:
+            raise DataError(f"{label}: a templates row needs fields 'relation' and 'template'")
+        templates[row["relation"]] = row["template"]
+    return templates
+
+
+def load_examples(
+    name: str,
+    size: int | None,
+    seed: int,
+    path: str | None = None,
+    options: dict[str, Any] | None = None,
+    familiar: bool | None = None,
+    judge: Judge | None = None,
+) -> list[Example]:
+    """Build dataset `name` and draw `size` examples with `seed`.
+
+    familiar: None keeps every fact; False keeps the facts the base model does not know,
+    True the ones it knows; `judge` (see familiarity.py) decides, checking facts in the
+    seeded order only until enough are found.
+    """
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    spec, options = REGISTRY[name], dict(options or {})
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ConfigError(
+            f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(spec.options) or 'none'}"
+        )
+    if familiar is not None and not spec.filterable:
+        raise ConfigError(f"dataset {name!r}: `familiar` applies to factoid QA sets only")
+    if spec.generates:
+        if size is None:
+            raise ConfigError(f"dataset {name!r} is synthetic: give a `size`")
+        return spec.build(size, seed, **options)
+    if spec.needs_path and not path:
+        raise ConfigError(f"dataset {name!r} needs `path:` (a local file or folder)")
+    if spec.build is not None:
+        return _sample(spec.build(path=path, **options), size, seed, name)
+    pool = read_dataset(name, path, options)
+    family = name.removesuffix("_id")
+    order = list(range(len(pool)))
+    random.Random(f"factmem-sample-{family}-{seed}").shuffle(order)
+    ordered = [pool[i] for i in order]
+    if familiar is not None:
+        if judge is None:
+            raise ConfigError(f"dataset {name!r}: `familiar` needs a model to judge with")
+        want = None if size is None else (2 * size if spec.halves else size)
+        ordered = _filter_familiar(ordered, familiar, judge, want)
+    if spec.halves:
+        ordered = ordered[0::2] if spec.halves == "even" else ordered[1::2]
+    if size is None:
+        return ordered
+    if size > len(ordered):
+        what = " familiar" if familiar else " unfamiliar" if familiar is False else ""
+        half = " (half of the set: the other half is for the _id variant)" if spec.halves else ""
+        raise ConfigError(
+            f"dataset {name!r} has {len(ordered)}{what} examples{half}; size={size} asks for more"
+        )
+    return ordered[:size]
+
+
+def _filter_familiar(
+    ordered: list[Example], familiar: bool, judge: Judge, want: int | None, chunk: int = 64
+) -> list[Example]:
+    """Keep facts whose judged familiarity equals `familiar`, in order, until `want` kept."""
+    kept: list[Example] = []
+    for start in range(0, len(ordered), chunk):
+        batch = ordered[start : start + chunk]
+        known = judge(batch)
+        kept += [replace(e, meta={**e.meta, "familiar": k}) for e, k in zip(batch, known,
+                 strict=True) if k == familiar]  # fmt: skip
+        if want is not None and len(kept) >= want:
+            return kept[:want]
+    return kept
 
 
 def _sample(examples: list[Example], size: int | None, seed: int, name: str) -> list[Example]:
@@ -34,56 +313,3 @@ def _sample(examples: list[Example], size: int | None, seed: int, name: str) -> 
             f"dataset {name!r} has {len(examples)} examples; size={size} asks for more"
         )
     return random.Random(f"factmem-sample-{name}-{seed}").sample(examples, size)
-
-
-REGISTRY: dict[str, DatasetSpec] = {
-    "kvr": DatasetSpec(
-        build=lambda size, seed, **o: key_value_recall(size, seed, **o),
-        description="Key-Value Recall: random 8-character keys and values (synthetic).",
-        generates=True,
-        options=("key_length", "value_length", "alphabet"),
-    ),
-    "kvr_id": DatasetSpec(
-        build=lambda size, seed, **o: key_value_recall(size, seed, unseen=True, **o),
-        description="Unseen KVR pairs, disjoint from `kvr` with the same seed (paper: ID).",
-        generates=True,
-        options=("key_length", "value_length", "alphabet"),
-    ),
-    "local": DatasetSpec(
-        build=lambda path, **o: local_factoids(path, **o),
-        description="A local .json/.jsonl of {prompt, response[, answers]} or the authors' "
-        "{input_text, target_text} records (needs `path`).",
-        needs_path=True,
-        options=("skip_bad_rows",),
-    ),
-}
-
-
-def dataset_names() -> list[str]:
-    return list(REGISTRY)
-
-
-def load_examples(
-    name: str,
-    size: int | None,
-    seed: int,
-    path: str | None = None,
-    options: dict[str, Any] | None = None,
-) -> list[Example]:
-    """Build dataset `name` and draw `size` examples with `seed`."""
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    spec, options = REGISTRY[name], dict(options or {})
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ConfigError(
-            f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; "
-            f"accepted: {', '.join(spec.options) or 'none'}"
-        )
-    if spec.generates:
-        if size is None:
-            raise ConfigError(f"dataset {name!r} is synthetic: give a `size`")
-        return spec.build(size, seed, **options)
-    if spec.needs_path and not path:
-        raise ConfigError(f"dataset {name!r} needs `path:` (a local file)")
-    return _sample(spec.build(path=path, **options), size, seed, name)
