@@ -256,8 +256,8 @@ class StageConfig(_Strict):
         0,
         ge=0,
         le=5,
-        description="Score this set after k demonstrations (the familiarity filter's), e.g. "
-        "familiar facts that were never trained in the template.",
+        description="Score this set as the familiarity filter asks: after k demonstrations, "
+        "any alias counting (e.g. known facts that were never trained in the template).",
     )
     train: bool = Field(
         True,
