@@ -67,6 +67,11 @@ def _qa_pair(name: str, read, hub, description: str, **extra) -> dict[str, Datas
     }
 
 
+def _nonfactoid(read, hub, description: str, options: tuple[str, ...] = ()) -> DatasetSpec:
+    return DatasetSpec(description=f"{description} (non-factoid)", read=read, hub=hub,
+                       kind="nonfactoid", options=(*ROW_OPTIONS, *options))  # fmt: skip
+
+
 REGISTRY: dict[str, DatasetSpec] = {
     "kvr": DatasetSpec(
         build=lambda size, seed, **o: key_value_recall(size, seed, **o),
@@ -115,40 +120,31 @@ REGISTRY: dict[str, DatasetSpec] = {
         match="contains",
         options=ROW_OPTIONS,
     ),
-    "gsm8k": DatasetSpec(
-        read=instruct.gsm8k_example,
-        hub=("openai/gsm8k", "main", "train"),
-        description="GSM8K: question -> worked answer (non-factoid).",
-        kind="nonfactoid",
-        options=ROW_OPTIONS,
+    "gsm8k": _nonfactoid(
+        instruct.gsm8k_example,
+        ("openai/gsm8k", "main", "train"),
+        "GSM8K: question -> worked answer.",
     ),
-    "math": DatasetSpec(
-        read=instruct.math_example,
-        hub=("EleutherAI/hendrycks_math", None, "train"),
-        description="MATH: problem -> solution (non-factoid; hub: every subject).",
-        kind="nonfactoid",
-        options=(*ROW_OPTIONS, "subjects"),
+    "math": _nonfactoid(
+        instruct.math_example,
+        ("EleutherAI/hendrycks_math", None, "train"),
+        "MATH: problem -> solution (hub: every subject).",
+        ("subjects",),
     ),
-    "evolcode": DatasetSpec(
-        read=instruct.evolcode_example,
-        hub=("nickrosh/Evol-Instruct-Code-80k-v1", None, "train"),
-        description="Evol-Instruct code: instruction -> output (non-factoid).",
-        kind="nonfactoid",
-        options=ROW_OPTIONS,
+    "evolcode": _nonfactoid(
+        instruct.evolcode_example,
+        ("nickrosh/Evol-Instruct-Code-80k-v1", None, "train"),
+        "Evol-Instruct code: instruction -> output.",
     ),
-    "apps": DatasetSpec(
-        read=instruct.apps_example,
-        hub=("codeparrot/apps", "all", "train"),
-        description="APPS: problem -> first reference solution (non-factoid).",
-        kind="nonfactoid",
-        options=ROW_OPTIONS,
+    "apps": _nonfactoid(
+        instruct.apps_example,
+        ("codeparrot/apps", "all", "train"),
+        "APPS: problem -> first reference solution.",
     ),
-    "ultrachat": DatasetSpec(
-        read=instruct.ultrachat_example,
-        hub=("stingning/ultrachat", None, "train"),
-        description="UltraChat dialogues, trained on every assistant turn (non-factoid).",
-        kind="nonfactoid",
-        options=ROW_OPTIONS,
+    "ultrachat": _nonfactoid(
+        instruct.ultrachat_example,
+        ("stingning/ultrachat", None, "train"),
+        "UltraChat dialogues, trained on every assistant turn.",
     ),
     "local": DatasetSpec(
         build=lambda path, **o: local_factoids(path, **o),
