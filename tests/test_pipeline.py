@@ -239,3 +239,15 @@ def test_familiarity_filter_score_only_stage_and_unscored_nonfactoid_set(
     with pytest.raises(Exception, match="`familiar` applies to factoid QA sets"):
         _config(tiny_model_dir, tmp_path, stages=[{"dataset": "kvr", "size": 2, "familiar": True,
                                                    "stop": {"epochs": 1}}])  # fmt: skip
+
+
+def test_atomic_writes_leave_a_normal_file_mode(tmp_path):
+    import os
+
+    from factmem.io import write_json_atomic
+
+    write_json_atomic(tmp_path / "r.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
