@@ -7,46 +7,19 @@ Accepted row shapes (the first that fits wins):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from factmem.data.example import Example
+from factmem.data.sources import local_rows
 from factmem.errors import DataError
 
 FIELD_PAIRS = (("prompt", "response"), ("input_text", "target_text"))
 
 
-def read_records(path: str | Path) -> list[tuple[int, dict]]:
-    """(line-or-index, row) pairs from a .jsonl file or a .json list; errors name file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON: {err.msg}") from None
-        return rows
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records")
-    return list(enumerate(data))
-
-
 def local_factoids(path: str | Path, skip_bad_rows: bool = False) -> list[Example]:
     """Examples from a local file; a bad row is an error naming file, row and field."""
     examples, skipped = [], 0
-    is_jsonl = Path(path).suffix == ".jsonl"
-    for where, row in read_records(path):
-        label = f"{path}:{where}" if is_jsonl else f"{path}: row {where}"
+    for label, row in local_rows(path):
         try:
             examples.append(_row_to_example(row, label))
         except DataError:
@@ -62,9 +35,7 @@ def local_factoids(path: str | Path, skip_bad_rows: bool = False) -> list[Exampl
     return examples
 
 
-def _row_to_example(row: object, label: str) -> Example:
-    if not isinstance(row, dict):
-        raise DataError(f"{label}: expected an object, got {type(row).__name__}")
+def _row_to_example(row: dict, label: str) -> Example:
     pair = next((p for p in FIELD_PAIRS if p[0] in row), None)
     if pair is None:
         raise DataError(f"{label}: missing field 'prompt' (or 'input_text')")
