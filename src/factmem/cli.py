@@ -1,4 +1,4 @@
-"""`factmem run | filter | prepare-model | fields | datasets`: the command line."""
+"""`factmem run | grid | report | filter | prepare-model | fields | datasets`: the command line."""
 
 from __future__ import annotations
 
@@ -83,6 +83,36 @@ def cmd_filter(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}/known.jsonl and unknown.jsonl (dataset: local)")
 
 
+def cmd_grid(args: argparse.Namespace) -> None:
+    from factmem.grid import describe_plan, load_grid, run_grid, status_table
+
+    grid = load_grid(args.grid, args.set or [])
+    if args.status:
+        print(describe_plan(grid))
+        print(status_table(grid))
+        return
+    if args.dry_run:
+        print(describe_plan(grid))
+        for run in grid.runs:
+            print(f"  {run.name}: " + ", ".join(f"{k}={v}" for k, v in run.tags.items()))
+        return
+    _setup_logging(grid.directory, args.quiet)
+    run_grid(grid, args.backend, progress=not args.quiet, **(
+        {"address": args.address, "cpus": args.cpus_per_stage, "gpus": args.gpus_per_stage}
+        if args.backend == "ray" else {}))  # fmt: skip
+    print(status_table(grid))
+    print(f"\nreport: factmem report {grid.directory}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from factmem.report import write_report
+
+    _setup_logging(None, True)
+    page = write_report(Path(args.runs_dir), Path(args.out) if args.out else None,
+                        Path(args.paper) if args.paper else None)  # fmt: skip
+    print(f"wrote {page.parent}/ (report.md, report.html, table*.csv/.tex, *.png)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="factmem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +147,27 @@ def main(argv: list[str] | None = None) -> int:
     filt.add_argument("--out", help="folder for known.jsonl / unknown.jsonl")
     filt.add_argument("--quiet", action="store_true")
     filt.set_defaults(func=cmd_filter)
+    grid = sub.add_parser("grid", help="run a grid of experiments (resumes; shares stages)")
+    grid.add_argument("grid", help="a grid YAML file, or a preset in configs/grids/")
+    grid.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a field in every run, e.g. --set stages[0].size=200",
+    )
+    grid.add_argument("--backend", choices=["local", "ray"], default="local")
+    grid.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    grid.add_argument("--cpus-per-stage", type=float, default=1.0, help="Ray: CPUs per stage")
+    grid.add_argument("--gpus-per-stage", type=float, default=0.0, help="Ray: GPUs per stage")
+    grid.add_argument("--status", action="store_true", help="what is done, running, failed")
+    grid.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    grid.add_argument("--quiet", action="store_true")
+    grid.set_defaults(func=cmd_grid)
+    report = sub.add_parser("report", help="tables, figures and an HTML page from finished runs")
+    report.add_argument("runs_dir", help="a grid directory, or any folder of run directories")
+    report.add_argument("--out", help="output folder (default: RUNS_DIR/report)")
+    report.add_argument("--paper", help="YAML of the paper's published cells, for paper vs ours")
+    report.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -336,6 +336,11 @@ class ExperimentConfig(_Strict):
     )
     seed: int = Field(0, description="Fixes data sampling, shuffling and initialisation.")
     output_dir: str = Field("runs", description="Where run directories are created.")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels for reports, e.g. {strategy: Random/Generic}; `factmem grid` sets "
+        "one per axis. Not part of any fingerprint.",
+    )
     share_stages: bool = Field(
         True,
         description="Reuse a finished stage with the same fingerprint (same model, seed, data, "
@@ -443,12 +448,24 @@ def parse_override(text: str) -> tuple[tuple, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key=value, e.g. stages[0].size=64")
     key, raw = text.split("=", 1)
+    return parse_key(key, f"--set {text!r}"), yaml.safe_load(raw) if raw else ""
+
+
+def parse_key(key: str, where: str = "") -> tuple:
+    """`stages[1].size` or `stages.1.size` -> ("stages", 1, "size")."""
     parts: list[str | int] = []
     for piece in key.replace("[", ".").replace("]", "").split("."):
         if not piece:
-            raise ConfigError(f"--set {text!r}: empty part in key {key!r}")
+            raise ConfigError(f"{where or key}: empty part in key {key!r}")
         parts.append(int(piece) if piece.isdigit() else piece)
-    return tuple(parts), yaml.safe_load(raw) if raw else ""
+    return tuple(parts)
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> None:
+    """Set `{field path: value}` in a config dict in place (the grid's axes use this)."""
+    for key, value in overrides.items():
+        _apply_override(data, parse_key(str(key), where), copy.deepcopy(value),
+                        f"{where}: {key}")  # fmt: skip
 
 
 def _apply_override(data: dict, path: tuple, value: Any, text: str) -> None:
@@ -456,18 +473,18 @@ def _apply_override(data: dict, path: tuple, value: Any, text: str) -> None:
     for i, part in enumerate(path[:-1]):
         if isinstance(part, int):
             if not isinstance(node, list) or part >= len(node):
-                raise ConfigError(f"--set {text}: no item {part} at {'.'.join(map(str, path[:i]))}")
+                raise ConfigError(f"{text}: no item {part} at {'.'.join(map(str, path[:i]))}")
             node = node[part]
         else:
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {text}: {'.'.join(map(str, path[:i]))} is not a mapping")
+                raise ConfigError(f"{text}: {'.'.join(map(str, path[:i]))} is not a mapping")
             node = node.setdefault(part, {})
     last = path[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or last >= len(node):
-            raise ConfigError(f"--set {text}: no item {last} to replace")
+            raise ConfigError(f"{text}: no item {last} to replace")
     elif not isinstance(node, dict):
-        raise ConfigError(f"--set {text}: parent of {last!r} is not a mapping")
+        raise ConfigError(f"{text}: parent of {last!r} is not a mapping")
     node[last] = value
 
 
@@ -525,6 +542,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict]:
     return data, lines
 
 
+def read_config_data(name: str | Path) -> dict:
+    """A config file or preset as a plain dict, `extends` resolved, not yet validated."""
+    return _read_yaml(find_config(name))[0]
+
+
 def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
     """Read a YAML file (or a dict), apply `key=value` overrides, validate.
 
@@ -541,7 +563,7 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Experim
         label = str(source)
     for text in overrides:
         key, value = parse_override(text)
-        _apply_override(data, key, value, text)
+        _apply_override(data, key, value, f"--set {text}")
         if lines is not None:
             lines = {k: v for k, v in lines.items() if k[: len(key)] != key}
     try:

@@ -119,9 +119,13 @@ def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
 
 
 def run_experiment(
-    config: ExperimentConfig, run_dir: Path | None = None, progress: bool = True
+    config: ExperimentConfig,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    upto: int | None = None,
 ) -> dict:
-    """Train and score every stage of `config`; returns (and writes) results.json's content."""
+    """Train and score every stage of `config` (or stages 0..`upto`, for a grid's scheduler);
+    returns (and writes) results.json's content."""
     run_dir = Path(run_dir or Path(config.output_dir) / config.name)
     _check_run_dir(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,8 @@ def run_experiment(
     ]
     judge.model = None  # free it before training
     records: list[dict] = []
-    for index in range(len(config.stages)):
+    last = len(config.stages) - 1 if upto is None else upto
+    for index in range(last + 1):
         stage_dir = run_dir / f"stage{index + 1}"
         record_file = stage_dir / "stage.json"
         if record_file.is_file():

@@ -1,0 +1,430 @@
+"""Experiment grids: one base config and axes to sweep, each stage trained once, resumable.
+
+A grid file (`factmem grid GRID.yaml`):
+
+    name: remix-table             # runs go to <output_dir>/<name>/<run name>/
+    base: default                 # a preset or config file every run starts from
+    set:                          # overrides for every run: {field path: value}
+      stages[0].size: 16
+    axes:                         # the grid is the cartesian product of its axes
+      strategy:                   # a labelled axis: {label: {field path: value, ...}}
+        No Mixing: {}
+        Random/-: {stages[0].mixing: {source: random_words}}
+      stages[1].dataset: [kvr_id, lama]   # a plain axis: a field path and its values
+      seed: [0, 1, 2]
+
+Each run's `tags` get one entry per axis (its label, or its value), which `factmem report`
+groups by. Runs whose stages 1..k have the same fingerprint share stage k's checkpoint:
+the first run (in grid order) trains it, the others link to it.
+
+Scheduling is stage by stage: a stage job waits for its run's previous stage and, when it
+reuses another run's stage, for that stage. The local backend runs the jobs in order in
+this process; `ray` submits each job as a Ray task with the same dependencies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factmem.config import (
+    ExperimentConfig,
+    apply_overrides,
+    find_config,
+    load_config,
+    read_config_data,
+)
+from factmem.errors import ConfigError, FactmemError
+from factmem.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+GRID_FIELDS = {"name", "base", "output_dir", "set", "axes"}
+STATE_FILE = "grid-state.json"
+
+
+class GridError(FactmemError):
+    """Some runs of a grid failed (the message lists them and where their logs are)."""
+
+
+@dataclass
+class GridRun:
+    """One point of the grid: its labels and its fully resolved config."""
+
+    name: str
+    tags: dict[str, str]
+    config: ExperimentConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir) / self.config.name
+
+
+@dataclass
+class StageJob:
+    """Stage `stage` of run `run`; `owner` is the job that trains its checkpoint."""
+
+    run: int
+    stage: int
+    fingerprint: str
+    trains: bool
+    owner: tuple[int, int]
+    needs: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class Grid:
+    name: str
+    directory: Path
+    runs: list[GridRun]
+
+    def jobs(self) -> list[StageJob]:
+        """Every (run, stage) in dependency order, with the stage it shares if any."""
+        owners: dict[str, tuple[int, int]] = {}
+        jobs = []
+        for i, run in enumerate(self.runs):
+            for k, stage in enumerate(run.config.stages):
+                fingerprint = run.config.fingerprint(k)
+                owner = owners.setdefault(fingerprint, (i, k)) if stage.train else (i, k)
+                needs = ([(i, k - 1)] if k else []) + ([owner] if owner != (i, k) else [])
+                jobs.append(StageJob(i, k, fingerprint, stage.train, owner, needs))
+        return jobs
+
+    def training_counts(self) -> dict[str, int]:
+        """Stage trainings: in all runs, distinct (the grid's cost), and already finished."""
+        jobs = [j for j in self.jobs() if j.trains]
+        distinct = {j.fingerprint for j in jobs}
+        done = {j.fingerprint for j in jobs if stage_finished(self.runs[j.run], j.stage)}
+        return {"runs": len(self.runs), "stage_slots": len(jobs), "trainings": len(distinct),
+                "saved": len(jobs) - len(distinct), "finished": len(done)}  # fmt: skip
+
+
+# ---------------------------------------------------------------- reading a grid file
+
+
+def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
+    """Read a grid file (or a preset under configs/grids/) and expand it to runs."""
+    grid_path = _find_grid(path)
+    try:
+        data = yaml.safe_load(grid_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{grid_path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{grid_path}: the top level must be a mapping")
+    unknown = set(data) - GRID_FIELDS
+    if unknown:
+        raise ConfigError(f"{grid_path}: unknown grid field(s) {', '.join(sorted(unknown))}; "
+                          f"a grid has {', '.join(sorted(GRID_FIELDS))}")  # fmt: skip
+    for required in ("name", "base"):
+        if not data.get(required):
+            raise ConfigError(f"{grid_path}: `{required}` is required")
+    common = dict(data.get("set") or {})
+    for text in overrides:  # --set on the command line: for every run, after the file's `set`
+        if "=" not in text:
+            raise ConfigError(f"--set {text!r}: expected key=value")
+        key, raw = text.split("=", 1)
+        common[key] = yaml.safe_load(raw) if raw else ""
+    axes = _read_axes(data.get("axes") or {}, grid_path)
+    directory = Path(common.pop("output_dir", None) or data.get("output_dir") or "runs") / str(
+        data["name"]
+    )
+    base = read_config_data(find_config(data["base"], near=grid_path.parent))
+    runs = []
+    for point in itertools.product(*[[(name, *v) for v in values] for name, values in axes]):
+        tags = {name: label for name, label, _ in point}
+        run_name = "_".join(_slug(label, name) for name, label, _ in point) or str(data["name"])
+        where = f"{grid_path} ({', '.join(f'{k}={v}' for k, v in tags.items()) or 'base'})"
+        config_data = json.loads(json.dumps(base))  # a deep copy
+        apply_overrides(config_data, common, where)
+        for _, _, values in point:
+            apply_overrides(config_data, values, where)
+        config_data |= {"name": run_name, "output_dir": str(directory), "share_stages": True,
+                        "tags": config_data.get("tags", {}) | tags}  # fmt: skip
+        try:
+            config = load_config(config_data)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        runs.append(GridRun(run_name, tags, config))
+    names = [r.name for r in runs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ConfigError(f"{grid_path}: runs with the same name {clash}; give axis values "
+                          "distinct labels")  # fmt: skip
+    return Grid(str(data["name"]), directory, runs)
+
+
+def _find_grid(path: str | Path) -> Path:
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    try:
+        return find_config(f"grids/{path}")
+    except ConfigError:
+        raise ConfigError(f"no grid file or grid preset named {str(path)!r} "
+                          "(presets live in configs/grids/)") from None  # fmt: skip
+
+
+def _read_axes(axes: Any, source: Path) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """[(axis name, [(label, {field path: value})])]: plain axes get their values as labels."""
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{source}: `axes` must map an axis name to its values")
+    out = []
+    for name, values in axes.items():
+        if isinstance(values, list) and values:
+            out.append((str(name), [(_label(v), {str(name): v}) for v in values]))
+        elif isinstance(values, dict) and values:
+            bundles = []
+            for label, overrides in values.items():
+                if not isinstance(overrides, dict):
+                    raise ConfigError(f"{source}: axes.{name}.{label}: expected a mapping of "
+                                      f"field path -> value, got {overrides!r}")  # fmt: skip
+                bundles.append((str(label), overrides))
+            out.append((str(name), bundles))
+        else:
+            raise ConfigError(f"{source}: axes.{name}: give a non-empty list of values, or a "
+                              "mapping of label -> {field path: value}")  # fmt: skip
+    return out
+
+
+def _label(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _slug(label: str, axis: str) -> str:
+    """A directory-safe piece of a run name: `Random/-` -> random_none, seed 0 -> seed0."""
+    if re.fullmatch(r"-?[0-9.e+-]+", label):
+        return f"{axis.split('.')[-1].split(']')[-1]}{label}"
+    parts = [re.sub(r"[^a-z0-9.]+", "-", p.strip().lower()).strip("-") or "none"
+             for p in label.split("/")]  # fmt: skip
+    return "_".join(parts)
+
+
+# ---------------------------------------------------------------- state of runs
+
+
+def stage_finished(run: GridRun, index: int) -> bool:
+    """Stage `index` of `run` finished (its record written last) by this very config."""
+    stage_dir = run.run_dir / f"stage{index + 1}"
+    fingerprint = stage_dir / "fingerprint"
+    return (
+        (stage_dir / "stage.json").is_file()
+        and fingerprint.is_file()
+        and fingerprint.read_text().strip() == run.config.fingerprint(index)
+    )
+
+
+def run_state(run: GridRun) -> dict:
+    """finished / running / failed / interrupted / pending, with stages done and detail."""
+    done = sum(stage_finished(run, k) for k in range(len(run.config.stages)))
+    total = len(run.config.stages)
+    record: dict[str, Any] = {}
+    state_file = run.run_dir / STATE_FILE
+    if state_file.is_file():
+        record = json.loads(state_file.read_text())
+    if done == total:
+        state = "finished"
+    elif record.get("state") == "running":
+        alive = record.get("host") != socket.gethostname() or _pid_alive(record.get("pid"))
+        state = "running" if alive else "interrupted"
+    elif record.get("state") == "failed":
+        state = "failed"
+    else:
+        state = "interrupted" if done or (run.run_dir / "stage1").is_dir() else "pending"
+    return {"run": run.name, "state": state, "stages_done": done, "stages": total,
+            "detail": record.get("error", "") if state == "failed" else ""}  # fmt: skip
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _tracked(run: GridRun) -> Iterator[None]:
+    """Record in the run directory that this process works on it, and how that ended."""
+    state_file = run.run_dir / STATE_FILE
+    base = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    write_json_atomic(state_file, base | {"state": "running"})
+    try:
+        yield
+    except Exception as err:
+        write_json_atomic(
+            state_file,
+            base
+            | {
+                "state": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(),
+            },
+        )
+        raise
+    except BaseException:  # Ctrl-C, kill: leave "running" -> shown as interrupted
+        raise
+    else:
+        write_json_atomic(state_file, base | {"state": "done", "ended": time.time()})
+
+
+def status_table(grid: Grid) -> str:
+    states = [run_state(r) for r in grid.runs]
+    counts = {s: sum(x["state"] == s for x in states) for s in
+              ("finished", "running", "interrupted", "failed", "pending")}  # fmt: skip
+    lines = [f"grid {grid.name} ({grid.directory}): " + ", ".join(
+        f"{n} {s}" for s, n in counts.items() if n)]  # fmt: skip
+    width = max(len(r.name) for r in grid.runs)
+    for x in states:
+        detail = f"  {x['detail'].splitlines()[0][:100]}" if x["detail"] else ""
+        lines.append(f"  {x['run']:<{width}}  {x['state']:<11} stages {x['stages_done']}/"
+                     f"{x['stages']}{detail}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def describe_plan(grid: Grid) -> str:
+    c = grid.training_counts()
+    return (f"grid {grid.name}: {c['runs']} runs, {c['stage_slots']} trained stages, "
+            f"{c['trainings']} distinct stage trainings needed (sharing saves {c['saved']}), "
+            f"{c['finished']} already finished -> {grid.directory}")  # fmt: skip
+
+
+def write_plan(grid: Grid) -> None:
+    """grid.json: every run's tags and config, for reports and for `--status`."""
+    write_json_atomic(grid.directory / "grid.json", {
+        "name": grid.name,
+        "runs": [{"name": r.name, "tags": r.tags, "config": r.config.model_dump(mode="json")}
+                 for r in grid.runs],
+    })  # fmt: skip
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_stage_job(config_data: dict, upto: int, threads: int | None = None, *after: str) -> str:
+    """Run stages 0..upto of one run (finished ones are skipped); the unit a backend schedules.
+
+    `after`: results of the jobs this one waits for (Ray resolves them before calling).
+    """
+    from factmem.pipeline import run_experiment
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    config = load_config(config_data)
+    run = GridRun(config.name, dict(config.tags), config)
+    _log_to(run.run_dir)
+    with _tracked(run):
+        run_experiment(config, run.run_dir, progress=False, upto=upto)
+        if upto < len(config.stages) - 1:
+            write_json_atomic(run.run_dir / STATE_FILE, {"state": "between stages"})
+    return f"{config.name} stage {upto + 1}"
+
+
+def _log_to(run_dir: Path) -> None:
+    """Also write this process's log to the run's run.log (a Ray worker has no terminal)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = str((run_dir / "run.log").resolve())
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
+            return
+    handler = logging.FileHandler(target)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+
+
+def run_local(grid: Grid, progress: bool = True) -> list[str]:
+    """Run the grid's runs in order in this process; returns the names of failed runs."""
+    from factmem.pipeline import run_experiment
+
+    failed = []
+    for number, run in enumerate(grid.runs, 1):
+        if run_state(run)["state"] == "finished":
+            continue
+        log.info("run %d/%d: %s (%s)", number, len(grid.runs), run.name,
+                 ", ".join(f"{k}={v}" for k, v in run.tags.items()))  # fmt: skip
+        try:
+            with _tracked(run):
+                run_experiment(run.config, run.run_dir, progress=progress)
+        except Exception as err:  # one broken run must not stop the grid
+            log.error("run %s failed: %s (details: %s)", run.name, err, run.run_dir / STATE_FILE)
+            failed.append(run.name)
+    return failed
+
+
+def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0
+            ) -> list[str]:  # fmt: skip
+    """Submit every unfinished stage as a Ray task, with the stage dependencies as arguments.
+
+    Ray starts a task only when the tasks it depends on have finished, so a stage waits for
+    its run's previous stage and for the run that trains the checkpoint it shares. A failed
+    task fails the tasks that depend on it; the rest go on.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise FactmemError("--backend ray needs Ray: pip install 'ray>=2.40'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)  # fmt: skip
+    task = ray.remote(run_stage_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    threads = max(1, int(cpus))
+    refs: dict[tuple[int, int], Any] = {}
+    for job in grid.jobs():
+        run = grid.runs[job.run]
+        if stage_finished(run, job.stage):
+            refs[job.run, job.stage] = None
+            continue
+        deps = [refs[n] for n in job.needs if refs.get(n) is not None]
+        config_data = run.config.model_dump(mode="json")
+        refs[job.run, job.stage] = task.remote(config_data, job.stage, threads, *deps)
+    pending = {ref: key for key, ref in refs.items() if ref is not None}
+    failed: set[str] = set()
+    total = len(pending)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        key = pending.pop(ready[0])
+        name = grid.runs[key[0]].name
+        try:
+            ray.get(ready[0])
+            log.info("finished %s stage %d (%d/%d)", name, key[1] + 1, total - len(pending), total)
+        except Exception as err:  # a task's error, or a dependency's
+            log.error("%s stage %d failed: %s", name, key[1] + 1, str(err).splitlines()[-1])
+            failed.add(name)
+    return sorted(failed)
+
+
+def run_grid(grid: Grid, backend: str = "local", progress: bool = True, **ray_options) -> None:
+    grid.directory.mkdir(parents=True, exist_ok=True)
+    write_plan(grid)
+    log.info(describe_plan(grid))
+    if backend == "local":
+        failed = run_local(grid, progress)
+    elif backend == "ray":
+        failed = run_ray(grid, **ray_options)
+    else:
+        raise ConfigError(f"unknown backend {backend!r}; use local or ray")
+    if failed:
+        raise GridError(
+            f"{len(failed)} of {len(grid.runs)} runs failed: {', '.join(failed)}; each run's "
+            f"{STATE_FILE} and run.log say why. The same command retries them."
+        )

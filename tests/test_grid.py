@@ -1,0 +1,217 @@
+"""Grids on a tiny model: expansion, stage sharing, kill and resume, failures, status, Ray."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from factmem.cli import main
+from factmem.errors import ConfigError
+from factmem.grid import GridError, load_grid, run_grid, run_state, status_table
+
+
+def _base(model_dir) -> dict:
+    return {
+        "name": "base",
+        "model": str(model_dir),
+        "training": {
+            "learning_rate": 1e-2,
+            "batch_size": 4,
+            "bf16": False,
+            "warmup_ratio": 0.0,
+            "checkpoint_every_epochs": 1,
+        },
+        "evaluation": {"max_new_tokens": 8},
+        "stages": [
+            {
+                "dataset": "kvr",
+                "size": 8,
+                "stop": {"epochs": 2},
+                "options": {"key_length": 3, "value_length": 2},
+            },  # fmt: skip
+            {
+                "dataset": "kvr_id",
+                "size": 8,
+                "stop": {"epochs": 2},
+                "options": {"key_length": 3, "value_length": 2},
+            },  # fmt: skip
+        ],
+    }
+
+
+def _grid_file(tmp_path, model_dir, axes=None, **extra) -> str:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(_base(model_dir)))
+    grid = {
+        "name": "g",
+        "base": str(tmp_path / "base.yaml"),
+        "output_dir": str(tmp_path / "runs"),
+        "axes": axes
+        or {
+            "strategy": {
+                "No Mixing": {},
+                "Replay 0.5": {"stages[1].replay": {"fraction": 0.5}},
+            },
+            "seed": [0, 1],
+        },
+    } | extra
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return str(path)
+
+
+def test_axes_expand_to_named_tagged_runs(tiny_model_dir, tmp_path):
+    path = _grid_file(tmp_path, tiny_model_dir, set={"stages[0].size": 6})
+    grid = load_grid(path, ["stages[1].size=5"])
+    assert [r.name for r in grid.runs] == [
+        "no-mixing_seed0", "no-mixing_seed1", "replay-0.5_seed0", "replay-0.5_seed1"
+    ]  # fmt: skip
+    assert grid.runs[3].tags == {"strategy": "Replay 0.5", "seed": "1"}
+    config = grid.runs[3].config
+    assert config.seed == 1 and config.stages[1].replay.fraction == 0.5
+    assert config.stages[0].size == 6 and config.stages[1].size == 5
+    assert config.output_dir == str(tmp_path / "runs" / "g") and config.share_stages
+    assert grid.runs[0].config.stages[1].replay is None
+    # 4 runs x 2 stages; stage 1 is the same for both strategies of a seed
+    assert grid.training_counts() == {
+        "runs": 4, "stage_slots": 8, "trainings": 6, "saved": 2, "finished": 0
+    }  # fmt: skip
+    jobs = {(j.run, j.stage): j for j in grid.jobs()}
+    assert jobs[2, 0].owner == (0, 0) and jobs[2, 0].needs == [(0, 0)]
+    assert jobs[2, 1].owner == (2, 1) and jobs[2, 1].needs == [(2, 0)]
+
+
+def test_grid_file_errors_name_the_file_and_the_run(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="grid.yaml: unknown grid field"):
+        load_grid(_grid_file(tmp_path, tiny_model_dir, axis={}))
+    bad = {"size": {"small": {"stages[0].size": -1}}}
+    with pytest.raises(ConfigError, match=r"(?s)grid.yaml \(size=small\).*stages.0.size"):
+        load_grid(_grid_file(tmp_path, tiny_model_dir, axes=bad))
+    with pytest.raises(ConfigError, match="axes.seed: give a non-empty list"):
+        load_grid(_grid_file(tmp_path, tiny_model_dir, axes={"seed": []}))
+    same = {"x": {"A B": {}, "a-b": {"seed": 1}}}
+    with pytest.raises(ConfigError, match="same name"):
+        load_grid(_grid_file(tmp_path, tiny_model_dir, axes=same))
+    with pytest.raises(ConfigError, match="no grid file or grid preset"):
+        load_grid("no-such-grid")
+
+
+def _count_trainings(monkeypatch):
+    import factmem.pipeline as pipeline
+
+    trained: list[str] = []
+    real = pipeline.train_stage
+
+    def counting(model, tokenizer, examples, cfg, stop, work_dir, *a, **k):
+        outcome = real(model, tokenizer, examples, cfg, stop, work_dir, *a, **k)
+        trained.append(str(work_dir.parent.relative_to(work_dir.parents[2])))
+        return outcome
+
+    monkeypatch.setattr(pipeline, "train_stage", counting)
+    return trained
+
+
+def _science(grid):
+    out = {}
+    for run in grid.runs:
+        results = json.loads((run.run_dir / "results.json").read_text())
+        out[run.name] = [
+            (s["accuracy"], [round(h["loss"], 5) for h in s["loss_curve"]])
+            for s in results["stages"]
+        ]
+    return out
+
+
+def test_each_stage_trains_once_and_a_rerun_trains_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    grid = load_grid(_grid_file(tmp_path, tiny_model_dir))
+    trained = _count_trainings(monkeypatch)
+    run_grid(grid, progress=False)
+    assert len(trained) == 6 and len(set(trained)) == 6
+    assert all(run_state(r)["state"] == "finished" for r in grid.runs)
+    assert grid.training_counts()["finished"] == 6
+    shared = json.loads((grid.runs[2].run_dir / "stage1" / "stage.json").read_text())
+    assert shared["shared_from"].endswith("no-mixing_seed0/stage1")
+    trained.clear()
+    run_grid(grid, progress=False)
+    assert trained == []
+    assert "4 finished" in status_table(grid)
+
+
+def test_killed_grid_resumes_to_the_uninterrupted_results(tiny_model_dir, tmp_path, monkeypatch):
+    import factmem.training as training
+
+    reference = load_grid(_grid_file(tmp_path / "ref", tiny_model_dir))
+    run_grid(reference, progress=False)
+
+    class Killed(BaseException):  # like SIGINT: not an error the grid would catch
+        pass
+
+    calls = {"n": 0}
+
+    def kill_at_the_seventh_checkpoint(self, args, state, control, **kw):
+        calls["n"] += 1
+        if calls["n"] == 7:  # run 1 finished, run 2's stage 1 done, its stage 2 after epoch 1
+            raise Killed
+
+    monkeypatch.setattr(training._StopRuleCallback, "on_save", kill_at_the_seventh_checkpoint,
+                        raising=False)  # fmt: skip
+    grid = load_grid(_grid_file(tmp_path / "killed", tiny_model_dir))
+    with pytest.raises(Killed):
+        run_grid(grid, progress=False)
+    states = [run_state(r) for r in grid.runs]
+    assert [s["state"] for s in states] == ["finished", "running", "pending", "pending"]
+    assert states[1]["stages_done"] == 1
+    state_file = grid.runs[1].run_dir / "grid-state.json"
+    record = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps(record | {"pid": 2**22 + 7}))  # the killed process is gone
+    assert run_state(grid.runs[1])["state"] == "interrupted"
+    monkeypatch.undo()
+    trained = _count_trainings(monkeypatch)
+    run_grid(grid, progress=False)
+    assert _science(grid) == _science(reference)
+    # nothing finished before the kill was trained again
+    assert sorted(trained) == sorted({"no-mixing_seed1/stage2", "replay-0.5_seed0/stage2",
+                                      "replay-0.5_seed1/stage2"})  # fmt: skip
+
+
+def test_a_failed_run_is_reported_and_the_others_finish(tiny_model_dir, tmp_path):
+    broken = {"stages[1].dataset": "local", "stages[1].options": {},
+              "stages[1].path": str(tmp_path / "missing.jsonl")}  # fmt: skip
+    axes = {"d_b": {"ok": {}, "broken": broken}}
+    grid = load_grid(_grid_file(tmp_path, tiny_model_dir, axes=axes))
+    with pytest.raises(GridError, match="1 of 2 runs failed: broken"):
+        run_grid(grid, progress=False)
+    assert run_state(grid.runs[0])["state"] == "finished"
+    state = run_state(grid.runs[1])
+    assert state["state"] == "failed" and "missing.jsonl" in state["detail"]
+    assert "broken" in status_table(grid) and "1 failed" in status_table(grid)
+
+
+def test_cli_grid_dry_run_and_status(tiny_model_dir, tmp_path, capsys):
+    path = _grid_file(tmp_path, tiny_model_dir)
+    assert main(["grid", path, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs, 8 trained stages, 6 distinct stage trainings needed (sharing saves 2)" in out
+    assert "replay-0.5_seed1: strategy=Replay 0.5, seed=1" in out
+    assert main(["grid", path, "--status"]) == 0
+    assert "4 pending" in capsys.readouterr().out
+    assert main(["grid", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_ray_backend_gives_the_local_results(tiny_model_dir, tmp_path):
+    ray = pytest.importorskip("ray")
+    local = load_grid(_grid_file(tmp_path / "local", tiny_model_dir))
+    run_grid(local, progress=False)
+    remote = load_grid(_grid_file(tmp_path / "ray", tiny_model_dir))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_grid(remote, backend="ray", cpus=1.0)
+    finally:
+        ray.shutdown()
+    assert _science(remote) == _science(local)
+    shared = json.loads((remote.runs[2].run_dir / "stage1" / "stage.json").read_text())
+    assert shared["shared_from"].endswith("no-mixing_seed0/stage1")
+    for run in remote.runs:
+        assert (run.run_dir / "run.log").is_file()
+    shutil.rmtree(tmp_path / "ray")
