@@ -215,3 +215,42 @@ def test_ray_backend_gives_the_local_results(tiny_model_dir, tmp_path):
     for run in remote.runs:
         assert (run.run_dir / "run.log").is_file()
     shutil.rmtree(tmp_path / "ray")
+
+
+def test_profiles_and_the_data_dir_placeholder(tiny_model_dir, tmp_path, monkeypatch):
+    axes = {"d_b": {"local": {"stages[1].dataset": "local", "stages[1].options": {},
+                              "stages[1].path": "{data_dir}/facts.jsonl"}}}  # fmt: skip
+    variables = {"n": 6, "lr": 0.1}
+    profiles = {"big": {"n": 7, "lr": 0.5}}
+    path = _grid_file(tmp_path, tiny_model_dir, axes=axes, vars=variables, profiles=profiles,
+                      set={"stages[0].size": "{n}", "training.learning_rate": "{lr}"})  # fmt: skip
+    monkeypatch.delenv("FACTMEM_DATA_DIR", raising=False)
+    plain = load_grid(path).runs[0].config
+    assert plain.stages[1].path is None  # no data dir: the hub
+    assert plain.stages[0].size == 6 and plain.training.learning_rate == 0.1
+    grid = load_grid(path, profile="big", data_dir="/data")
+    config = grid.runs[0].config
+    assert config.stages[1].path == "/data/facts.jsonl"
+    assert config.stages[0].size == 7 and config.training.learning_rate == 0.5
+    monkeypatch.setenv("FACTMEM_DATA_DIR", "/env")
+    assert load_grid(path).runs[0].config.stages[1].path == "/env/facts.jsonl"
+    with pytest.raises(ConfigError, match="no profile 'paper'; profiles: big"):
+        load_grid(path, profile="paper")
+    unknown = _grid_file(tmp_path, tiny_model_dir, set={"seed": "{nope}"})
+    with pytest.raises(ConfigError, match="uses {nope}, which is not in the grid's `vars`"):
+        load_grid(unknown)
+
+
+def test_every_grid_preset_expands(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.delenv("FACTMEM_DATA_DIR", raising=False)
+    presets = sorted((Path(__file__).parents[1] / "configs" / "grids").glob("*.yaml"))
+    assert len(presets) >= 7
+    for preset in presets:
+        for profile in (None, "paper"):
+            grid = load_grid(preset.stem, profile=profile, data_dir="/data")
+            counts = grid.training_counts()
+            assert counts["runs"] >= 9 and counts["trainings"] <= counts["stage_slots"]
+            sizes = {s.size for r in grid.runs for s in r.config.stages}
+            assert sizes == ({2000} if profile else {16}), preset.name

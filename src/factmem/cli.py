@@ -86,7 +86,7 @@ def cmd_filter(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     from factmem.grid import describe_plan, load_grid, run_grid, status_table
 
-    grid = load_grid(args.grid, args.set or [])
+    grid = load_grid(args.grid, args.set or [], args.profile, args.data_dir)
     if args.status:
         print(describe_plan(grid))
         print(status_table(grid))
@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a field in every run, e.g. --set stages[0].size=200",
     )
+    grid.add_argument("--profile", help="a named override set of the grid file, e.g. paper")
+    grid.add_argument("--data-dir", help="folder with local dataset copies ({data_dir} in the "
+                      "grid file); default $FACTMEM_DATA_DIR, else the hub")  # fmt: skip
     grid.add_argument("--backend", choices=["local", "ray"], default="local")
     grid.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     grid.add_argument("--cpus-per-stage", type=float, default=1.0, help="Ray: CPUs per stage")

@@ -12,6 +12,13 @@ A grid file (`factmem grid GRID.yaml`):
         Random/-: {stages[0].mixing: {source: random_words}}
       stages[1].dataset: [kvr_id, lama]   # a plain axis: a field path and its values
       seed: [0, 1, 2]
+    vars: {size: 16}              # `{size}` anywhere in a value is replaced by 16
+    profiles:                     # named sets of vars, chosen with --profile NAME
+      paper: {size: 2000}
+
+`{data_dir}` is a var too: `--data-dir DIR` (or FACTMEM_DATA_DIR) sets it, so presets can
+name local copies of the datasets; without it a value that uses it becomes null, i.e. a
+`path` falls back to the Hugging Face hub.
 
 Each run's `tags` get one entry per axis (its label, or its value), which `factmem report`
 groups by. Runs whose stages 1..k have the same fingerprint share stage k's checkpoint:
@@ -52,7 +59,7 @@ from factmem.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-GRID_FIELDS = {"name", "base", "output_dir", "set", "axes"}
+GRID_FIELDS = {"name", "base", "output_dir", "set", "axes", "vars", "profiles"}
 STATE_FILE = "grid-state.json"
 
 
@@ -115,7 +122,12 @@ class Grid:
 # ---------------------------------------------------------------- reading a grid file
 
 
-def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
+def load_grid(
+    path: str | Path,
+    overrides: list[str] = (),
+    profile: str | None = None,
+    data_dir: str | None = None,
+) -> Grid:
     """Read a grid file (or a preset under configs/grids/) and expand it to runs."""
     grid_path = _find_grid(path)
     try:
@@ -132,25 +144,38 @@ def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
         if not data.get(required):
             raise ConfigError(f"{grid_path}: `{required}` is required")
     common = dict(data.get("set") or {})
-    for text in overrides:  # --set on the command line: for every run, after the file's `set`
+    variables = dict(data.get("vars") or {})
+    profiles = data.get("profiles") or {}
+    if profile is not None:
+        if profile not in profiles:
+            raise ConfigError(f"{grid_path}: no profile {profile!r}; profiles: "
+                              f"{', '.join(profiles) or 'none'}")  # fmt: skip
+        variables |= profiles[profile]
+    variables["data_dir"] = data_dir or os.environ.get("FACTMEM_DATA_DIR")
+    last: dict[str, Any] = {}  # --set on the command line: every run, after the axes
+    for text in overrides:
         if "=" not in text:
             raise ConfigError(f"--set {text!r}: expected key=value")
         key, raw = text.split("=", 1)
-        common[key] = yaml.safe_load(raw) if raw else ""
+        last[key] = yaml.safe_load(raw) if raw else ""
     axes = _read_axes(data.get("axes") or {}, grid_path)
-    directory = Path(common.pop("output_dir", None) or data.get("output_dir") or "runs") / str(
+    directory = Path(last.pop("output_dir", None) or data.get("output_dir") or "runs") / str(
         data["name"]
     )
-    base = read_config_data(find_config(data["base"], near=grid_path.parent))
+    base_path = Path(data["base"])
+    if not base_path.is_absolute() and (grid_path.parent / base_path).is_file():
+        base_path = grid_path.parent / base_path  # a file beside the grid file
+    base = read_config_data(find_config(base_path))  # else a path, or a preset in configs/
     runs = []
     for point in itertools.product(*[[(name, *v) for v in values] for name, values in axes]):
         tags = {name: label for name, label, _ in point}
         run_name = "_".join(_slug(label, name) for name, label, _ in point) or str(data["name"])
         where = f"{grid_path} ({', '.join(f'{k}={v}' for k, v in tags.items()) or 'base'})"
         config_data = json.loads(json.dumps(base))  # a deep copy
-        apply_overrides(config_data, common, where)
+        apply_overrides(config_data, _fill(common, variables, where), where)
         for _, _, values in point:
-            apply_overrides(config_data, values, where)
+            apply_overrides(config_data, _fill(values, variables, where), where)
+        apply_overrides(config_data, last, where)
         config_data |= {"name": run_name, "output_dir": str(directory), "share_stages": True,
                         "tags": config_data.get("tags", {}) | tags}  # fmt: skip
         try:
@@ -164,6 +189,29 @@ def load_grid(path: str | Path, overrides: list[str] = ()) -> Grid:
         raise ConfigError(f"{grid_path}: runs with the same name {clash}; give axis values "
                           "distinct labels")  # fmt: skip
     return Grid(str(data["name"]), directory, runs)
+
+
+def _fill(overrides: dict, variables: dict, where: str) -> dict:
+    """`{var}` in values -> the var's value: a value that is just `{var}` keeps its type;
+    inside a longer string it is text; a var that is null makes the whole value null."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if not isinstance(value, str) or "{" not in value:
+            return value
+        names = re.findall(r"\{(\w+)\}", value)
+        unknown = [n for n in names if n not in variables]
+        if unknown:
+            raise ConfigError(f"{where}: {value!r} uses {{{unknown[0]}}}, which is not in "
+                              "the grid's `vars`")  # fmt: skip
+        if any(variables[n] is None for n in names):
+            return None
+        if re.fullmatch(r"\{\w+\}", value):
+            return variables[names[0]]
+        return re.sub(r"\{(\w+)\}", lambda m: str(variables[m.group(1)]), value)
+
+    return {key: fill(value) for key, value in overrides.items()}
 
 
 def _find_grid(path: str | Path) -> Path:
