@@ -251,3 +251,19 @@ def test_atomic_writes_leave_a_normal_file_mode(tmp_path):
     os.umask(mask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+
+
+def test_forgetting_curves_score_earlier_sets_without_changing_training(tiny_model_dir, tmp_path):
+    plain = run_experiment(_config(tiny_model_dir, tmp_path / "plain"), progress=False)
+    config = _config(tiny_model_dir, tmp_path / "curves",
+                     evaluation={"max_new_tokens": 8, "curve_every_steps": 1})  # fmt: skip
+    curved = run_experiment(config, progress=False)
+    for a, b in zip(plain["stages"], curved["stages"], strict=True):
+        assert [h["loss"] for h in a["loss_curve"]] == [h["loss"] for h in b["loss_curve"]]
+        assert a["accuracy"] == b["accuracy"]
+    curve = curved["stages"][1]["curve"]
+    assert [p["step"] for p in curve] == [0, 1, 2, 3, 4]
+    # step 0 is stage 1's final model; the last step is the stage's final model
+    assert curve[0]["stage1"] == curved["stages"][0]["accuracy"]["stage1"]
+    assert curve[-1] == {"step": 4, "epoch": 2.0, **curved["stages"][1]["accuracy"]}
+    assert set(curved["stages"][0]["curve"][0]) == {"step", "epoch", "stage1"}

@@ -35,7 +35,10 @@ def _write_run(root: Path, config, da: list[float], db: float = 1.0) -> None:
     for i, value in enumerate(da):
         accuracy = {names[0]: value} | ({names[i]: db} if i else {})
         stages.append({"index": i + 1, "name": names[i], "accuracy": accuracy})
-    (run / "results.json").write_text(json.dumps({"stages": stages, "finished": True}))
+    matrix = [[da[i]] + [db if 0 < j <= i else None for j in range(1, len(da))]
+              for i in range(len(da))]  # fmt: skip
+    (run / "results.json").write_text(json.dumps({
+        "stages": stages, "finished": True, "accuracy_matrix": {"values": matrix}}))  # fmt: skip
 
 
 @pytest.fixture
@@ -86,6 +89,20 @@ def test_seeds_aggregate_into_the_paper_layout(runs_dir):
     assert row["avg factoid"] == "50.0" and row["avg non-factoid"] == "87.5"
 
 
+def test_continual_metrics_of_a_hand_built_matrix():
+    from factmem.report import continual_metrics
+
+    matrix = [[1.0, None, None], [0.5, 1.0, None], [0.25, 0.75, 1.0]]
+    metrics = continual_metrics(matrix)
+    assert metrics["avg_final"] == pytest.approx((0.25 + 0.75 + 1.0) / 3)
+    assert metrics["bwt"] == pytest.approx(((0.25 - 1.0) + (0.75 - 1.0)) / 2)
+    assert metrics["forgetting"] == pytest.approx(((1.0 - 0.25) + (1.0 - 0.75)) / 2)
+    rebound = [[0.5, None], [0.75, 1.0]]  # D_A improved in stage 2: negative forgetting
+    assert continual_metrics(rebound) == {"avg_final": 0.875, "bwt": 0.25, "forgetting": -0.25}
+    unscored = [[1.0, None], [0.5, None]]  # a non-factoid D_B is not scored
+    assert continual_metrics(unscored) == {"avg_final": 0.5, "bwt": -0.5, "forgetting": 0.5}
+
+
 def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, capsys):
     assert main(["report", str(runs_dir), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
@@ -95,6 +112,8 @@ def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, caps
     assert pngs == ["forgetting.png", "mixing_length.png", "replay.png", "stages.png"]
     assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert r"50.0 $\pm$ 25.0" in (out / "table1.tex").read_text()
+    summary = (out / "table5.csv").read_text()
+    assert "kvr,No Mixing,kvr_id -> kvr_id,1,75.0 ± 0.0,-37.5 ± 0.0,37.5 ± 0.0" in summary
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<table data-table" in page
     assert main(["report", str(tmp_path / "empty")]) == 2
@@ -130,4 +149,4 @@ def test_html_page_renders_every_figure_and_table_in_chromium(runs_dir, tmp_path
     ).stdout  # fmt: skip
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'data-([\w-]+)="(\d+)"', body))
-    assert attrs == {"figures": "4", "figures-loaded": "4", "tables": "4"}
+    assert attrs == {"figures": "4", "figures-loaded": "4", "tables": "5"}

@@ -319,6 +319,16 @@ class EvaluationConfig(_Strict):
         "trusted (numerics may differ from generate there); such examples are generated.",
     )
     bf16: bool = Field(False, description="bf16 autocast during evaluation (default fp32).")
+    curve_every_steps: int = Field(
+        0,
+        ge=0,
+        description="Forgetting curves: during training, score every earlier stage's set (and "
+        "the stage's own) every N optimizer steps and at step 0 (0: off). Stored per stage as "
+        "`curve` in results.json; does not change training.",
+    )
+    curve_size: int = Field(
+        32, gt=0, description="Examples per set scored for the curves (the first N of each set)."
+    )
 
 
 # Bump when a setting's default value changes: fingerprints leave defaults out.

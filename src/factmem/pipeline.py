@@ -200,12 +200,36 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
                                   bf16=evaluation.bf16)  # fmt: skip
 
     outcome = train_stage(model, tokenizer, train_set, config.stage_training(index), stage.stop,
-                          stage_dir / "trainer", config.seed, epoch_check, progress)  # fmt: skip
+                          stage_dir / "trainer", config.seed, epoch_check, progress,
+                          _curve_probe(config, index, stage_sets, tokenizer),
+                          evaluation.curve_every_steps)  # fmt: skip
     write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
     outcome_record = asdict(outcome) | {"mixture": mixture}
     write_json_atomic(trained_file, outcome_record)
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
     return model, outcome_record
+
+
+def _curve_probe(config: ExperimentConfig, index: int, stage_sets: list[list[Example]],
+                 tokenizer):  # fmt: skip
+    """Exact match on the first `curve_size` facts of every factoid set so far, or None."""
+    evaluation = config.evaluation
+    if not evaluation.curve_every_steps:
+        return None
+    sets = {}
+    for j in range(index + 1):
+        stage, spec = config.stages[j], REGISTRY[config.stages[j].dataset]
+        if spec.kind == "factoid":
+            examples = stage_sets[j][: evaluation.curve_size]
+            if stage.few_shot:
+                examples = [few_shot_example(e, stage.few_shot) for e in examples]
+            sets[config.stage_name(j)] = (examples, spec.match)
+
+    def probe(model) -> dict[str, float]:
+        return {name: accuracy(_score(model, tokenizer, examples, mode, evaluation, False))
+                for name, (examples, mode) in sets.items()}  # fmt: skip
+
+    return probe if sets else None
 
 
 def _score_only(previous: str, tokenizer, examples: list[Example], stage_dir: Path):
@@ -307,6 +331,10 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
         "accuracy": scores,
         "loss_curve": outcome["loss_curve"],
         "epoch_checks": outcome["epoch_checks"],
+        "curve": [
+            {"step": h["step"], "epoch": h["epoch"], **h["probe"]}
+            for h in outcome.get("probe_curve", [])
+        ],
     }
     write_json_atomic(stage_dir / "stage.json", record)
     return record

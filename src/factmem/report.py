@@ -26,6 +26,7 @@ from factmem.io import write_text_atomic
 log = logging.getLogger(__name__)
 
 NOT_STRATEGY_TAGS = {"strategy", "seed"}  # tags that are not part of a row's label
+METRICS = ("avg_final", "bwt", "forgetting")
 
 
 # ---------------------------------------------------------------- runs -> one row each
@@ -62,6 +63,9 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: dict) -> dict:
         f"{k}={v}" for k, v in config.tags.items()
         if k not in NOT_STRATEGY_TAGS and not k.endswith("dataset")
     )  # fmt: skip
+    matrix = results.get("accuracy_matrix", {}).get("values")
+    metrics = continual_metrics(matrix) if matrix else dict.fromkeys(METRICS)
+    curve = [(p["step"], p[first]) for p in results["stages"][-1].get("curve", []) if first in p]
     return {
         "run": str(run_dir),
         "seed": config.seed,
@@ -79,7 +83,30 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: dict) -> dict:
         if mixing
         else None,  # fmt: skip
         "replay": replay[0] if replay else None,
+        "curve": curve,
+        **metrics,
     }
+
+
+def continual_metrics(matrix: list[list[float | None]]) -> dict[str, float | None]:
+    """The continual-learning summary of A[i][j] (accuracy on set j after stage i; None where
+    a set is not scored): average final accuracy over the scored sets; backward transfer
+    BWT = mean_j (A[T][j] - A[j][j]) over sets before the last; forgetting = mean_j
+    (max_{j <= i < T} A[i][j] - A[T][j]) (Chaudhry et al. 2018; Lopez-Paz & Ranzato 2017)."""
+    last = len(matrix) - 1
+    scored = [j for j in range(len(matrix[last])) if matrix[last][j] is not None]
+    earlier = [j for j in scored if j < last and matrix[j][j] is not None]
+    final = [matrix[last][j] for j in scored]
+    bwt = [matrix[last][j] - matrix[j][j] for j in earlier]
+    forgetting = [
+        max(matrix[i][j] for i in range(j, last) if matrix[i][j] is not None) - matrix[last][j]
+        for j in earlier
+    ]
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return {"avg_final": mean(final), "bwt": mean(bwt), "forgetting": mean(forgetting)}
 
 
 def strategy_label(config: ExperimentConfig) -> str:
@@ -164,6 +191,20 @@ def stage_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["D_A", "strategy", "later stages"])
 
 
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (D_A, strategy, later sets): average final accuracy, BWT and forgetting (%)."""
+    rows = []
+    for (d_a, strategy, d_b), part in runs.groupby(["d_a", "strategy", "d_b"], sort=False):
+        row = {"D_A": d_a, "strategy": strategy, "later stages": d_b, "n": len(part)}
+        for column, title in (("avg_final", "avg final acc"), ("bwt", "BWT"),
+                              ("forgetting", "forgetting")):  # fmt: skip
+            values = part[column].dropna().astype(float) * 100
+            spread = values.std() if len(values) > 1 else 0.0
+            row[title] = f"{values.mean():.1f} ± {spread:.1f}" if len(values) else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["D_A", "strategy", "later stages"])
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     flat = table.reset_index()
     return flat.to_markdown(index=False, disable_numparse=True)
@@ -244,6 +285,9 @@ def figures(runs: pd.DataFrame, out: Path) -> dict[str, Path]:
     if mixed["words"].nunique() >= 2:
         made["Mixing length"] = _curve(mixed.assign(x=mixed["words"]), "words per mixing example",
                                        out / "mixing_length.png")  # fmt: skip
+    curves = two_stage[two_stage["curve"].map(len) > 0]
+    if not curves.empty:
+        made["D_A retention during stage 2"] = _retention_curves(curves, out / "curves.png")
     multi = runs[runs["stages"] >= 3]
     if not multi.empty:
         made["D_A after each stage (3-stage runs)"] = _stage_bars(multi, out / "stages.png")
@@ -285,6 +329,24 @@ def _curve(runs: pd.DataFrame, xlabel: str, path: Path) -> Path:
                     label=f"{strategy}: {d_a} -> {d_b}")  # fmt: skip
     ax.set_xlabel(xlabel)
     ax.set_ylabel("D_A exact match after the last stage (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _retention_curves(runs: pd.DataFrame, path: Path) -> Path:
+    """D_A exact match vs stage-2 step, mean over seeds, one line per (strategy, D_B)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (d_a, d_b, strategy), part in runs.groupby(["d_a", "d_b", "strategy"], sort=False):
+        points = pd.DataFrame([p for curve in part["curve"] for p in curve], columns=["step", "v"])
+        stats = points.groupby("step")["v"].agg(["mean", "std"]).fillna(0.0) * 100
+        ax.plot(stats.index, stats["mean"], marker=".", label=f"{strategy}: {d_a} -> {d_b}")
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                        alpha=0.15)  # fmt: skip
+    ax.set_xlabel("stage-2 optimizer step")
+    ax.set_ylabel("D_A exact match (%)")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -343,6 +405,7 @@ def write_report(runs_dir: Path, out: Path | None = None, paper: Path | None = N
         }
     if not multi.empty:
         tables["D_A exact match after each stage, runs of 3+ stages (%)"] = stage_table(multi)
+    tables["Continual-learning summary over the scored sets (%)"] = summary_table(runs)
     if paper is not None:
         tables["Paper vs ours: D_A after stage 2 (%)"] = paper_vs_ours(
             runs, load_paper_numbers(paper)

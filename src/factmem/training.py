@@ -63,6 +63,7 @@ class StageOutcome:
     response_tokens: int
     loss_curve: list[dict] = field(default_factory=list)
     epoch_checks: list[dict] = field(default_factory=list)
+    probe_curve: list[dict] = field(default_factory=list)
 
 
 class _StageTrainer(Trainer):
@@ -146,6 +147,29 @@ class _StopRuleCallback(TrainerCallback):
         return None
 
 
+class _ProbeCallback(TrainerCallback):
+    """Scores `probe(model)` before training and every `every` optimizer steps (forgetting
+    curves). Results go into the trainer's log history, so a resumed stage keeps them."""
+
+    def __init__(self, probe: Callable[[], dict[str, float]], every: int):
+        self.probe, self.every = probe, every
+
+    def _record(self, state) -> None:
+        if any(h.get("step") == state.global_step and "probe" in h for h in state.log_history):
+            return  # a resumed stage: this step was scored before the kill
+        scores = self.probe()
+        state.log_history.append({"step": state.global_step, "epoch": state.epoch or 0.0,
+                                  "probe": scores})  # fmt: skip
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self._record(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._record(state)
+
+
 def training_arguments(
     cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int, progress: bool = True
 ) -> TrainingArguments:
@@ -205,10 +229,13 @@ def train_stage(
     seed: int,
     epoch_check: Callable[[PreTrainedModel], float] | None = None,
     progress: bool = True,
+    probe: Callable[[PreTrainedModel], dict[str, float]] | None = None,
+    probe_every_steps: int = 0,
 ) -> StageOutcome:
     """Train `model` in place on `examples` until `rule` says stop.
 
-    `epoch_check(model)` is called after each epoch for the exact-match and full-pass rules.
+    `epoch_check(model)` is called after each epoch for the exact-match and full-pass rules;
+    `probe(model)` at step 0 and every `probe_every_steps` steps (forgetting curves).
     A killed stage resumes from the last checkpoint in `work_dir` when called again.
     """
     encoded = [encode_example(tokenizer, e, cfg.max_length) for e in examples]
@@ -226,7 +253,8 @@ def train_stage(
         args=args,
         train_dataset=encoded,
         data_collator=make_collator(tokenizer, cfg.packing, model, cfg.pack_row_tokens),
-        callbacks=[callback],
+        callbacks=[callback]
+        + ([_ProbeCallback(lambda: probe(model), probe_every_steps)] if probe else []),
     )
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -270,4 +298,5 @@ def train_stage(
             if "loss" in h
         ],
         epoch_checks=[h for h in history if any(k.startswith("check_") for k in h)],
+        probe_curve=[h for h in history if "probe" in h],
     )
