@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except FactmemError as err:
         print(f"factmem: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `factmem ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("\nfactmem: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -65,7 +65,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: dict) -> dict:
     )  # fmt: skip
     matrix = results.get("accuracy_matrix", {}).get("values")
     metrics = continual_metrics(matrix) if matrix else dict.fromkeys(METRICS)
-    curve = [(p["step"], p[first]) for p in results["stages"][-1].get("curve", []) if first in p]
+    curve = [(p["epoch"], p[first]) for p in results["stages"][-1].get("curve", []) if first in p]
     return {
         "run": str(run_dir),
         "seed": config.seed,
@@ -335,17 +335,24 @@ def _curve(runs: pd.DataFrame, xlabel: str, path: Path) -> Path:
 
 
 def _retention_curves(runs: pd.DataFrame, path: Path) -> Path:
-    """D_A exact match vs stage-2 step, mean over seeds, one line per (strategy, D_B)."""
+    """D_A exact match vs stage-2 epoch (comparable across mixtures of different sizes),
+    mean over seeds, one line per (strategy, D_B)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for (d_a, d_b, strategy), part in runs.groupby(["d_a", "d_b", "strategy"], sort=False):
-        points = pd.DataFrame([p for curve in part["curve"] for p in curve], columns=["step", "v"])
-        stats = points.groupby("step")["v"].agg(["mean", "std"]).fillna(0.0) * 100
+        points = pd.DataFrame([p for c in part["curve"] for p in c], columns=["epoch", "v"])
+        stats = (
+            points.assign(epoch=points["epoch"].round(2))
+            .groupby("epoch")["v"]
+            .agg(["mean", "std"])
+            .fillna(0.0)
+            * 100
+        )
         ax.plot(stats.index, stats["mean"], marker=".", label=f"{strategy}: {d_a} -> {d_b}")
         ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
                         alpha=0.15)  # fmt: skip
-    ax.set_xlabel("stage-2 optimizer step")
+    ax.set_xlabel("stage-2 epoch")
     ax.set_ylabel("D_A exact match (%)")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
