@@ -1,4 +1,4 @@
-"""`factmem run | grid | report | filter | prepare-model | fields | datasets`: the command line."""
+"""`factmem run | grid | report | lens | gradients | filter | prepare-model | fields | datasets`."""
 
 from __future__ import annotations
 
@@ -114,6 +114,26 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {page.parent}/ (report.md, report.html, table*.csv/.tex, *.png)")
 
 
+def cmd_lens(args: argparse.Namespace) -> None:
+    from factmem.analysis import lens_figure, lens_table, run_lens
+
+    _setup_logging(None, True)
+    records = [run_lens(Path(run), args.stage, args.set, args.n, args.top_k) for run in args.runs]
+    print(lens_table(records))
+    out = Path(args.out or Path(args.runs[0]) / "lens")
+    print(f"\nfigure: {lens_figure(records, out / 'lens.png')}")
+
+
+def cmd_gradients(args: argparse.Namespace) -> None:
+    from factmem.analysis import gradients_table, run_gradients
+
+    _setup_logging(None, True)
+    mix = Path(args.mix_from) if args.mix_from else None
+    records = [run_gradients(Path(run), args.stage, args.n, mix) for run in args.runs]
+    print(gradients_table(records))
+    print("\nper-layer cosines: <run>/stage<k>/gradients.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="factmem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     grid.add_argument("--quiet", action="store_true")
     grid.set_defaults(func=cmd_grid)
+    lens = sub.add_parser("lens", help="Logit Lens: the layer where each answer first appears")
+    lens.add_argument("runs", nargs="+", help="run directories (one figure, one line each)")
+    lens.add_argument("--stage", type=int, help="whose model (default: the last trained)")
+    lens.add_argument("--set", help="which stage's set (default: stage 1's, D_A)")
+    lens.add_argument("-n", type=int, default=100, help="facts (paper: 100)")
+    lens.add_argument("--top-k", type=int, default=10, help="a hit is a top-k token (paper: 10)")
+    lens.add_argument("--out", help="figure folder (default: FIRST_RUN/lens)")
+    lens.set_defaults(func=cmd_lens)
+    grads = sub.add_parser("gradients", help="cosine of the D_A, D_B (and D_B+D_M) gradients")
+    grads.add_argument("runs", nargs="+", help="run directories")
+    grads.add_argument("--stage", type=int, default=1, help="whose model (default: stage 1)")
+    grads.add_argument("-n", type=int, default=32, help="examples per set")
+    grads.add_argument("--mix-from", help="take D_B+D_M from this run's next-stage mixture")
+    grads.set_defaults(func=cmd_gradients)
     report = sub.add_parser("report", help="tables, figures and an HTML page from finished runs")
     report.add_argument("runs_dir", help="a grid directory, or any folder of run directories")
     report.add_argument("--out", help="output folder (default: RUNS_DIR/report)")
