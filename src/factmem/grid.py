@@ -378,26 +378,33 @@ def run_stage_job(config_data: dict, upto: int, threads: int | None = None, *aft
         torch.set_num_threads(threads)
     config = load_config(config_data)
     run = GridRun(config.name, dict(config.tags), config)
-    _log_to(run.run_dir)
-    with _tracked(run):
+    with _run_log(run.run_dir), _tracked(run):
         run_experiment(config, run.run_dir, progress=False, upto=upto)
         if upto < len(config.stages) - 1:
             write_json_atomic(run.run_dir / STATE_FILE, {"state": "between stages"})
     return f"{config.name} stage {upto + 1}"
 
 
-def _log_to(run_dir: Path) -> None:
-    """Also write this process's log to the run's run.log (a Ray worker has no terminal)."""
+@contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """Also write this process's log to the run's own run.log while it works on the run
+    (a Ray worker has no terminal; a local grid's log interleaves every run)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    target = str((run_dir / "run.log").resolve())
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
-            return
-    handler = logging.FileHandler(target)
+    handler = logging.FileHandler(run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    if level > logging.INFO or level == logging.NOTSET:  # the file gets INFO; the terminal not
+        for other in root.handlers:
+            if other.level == logging.NOTSET:
+                other.setLevel(level or logging.WARNING)
+        root.setLevel(logging.INFO)
     root.addHandler(handler)
-    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def run_local(grid: Grid, progress: bool = True) -> list[str]:
@@ -411,7 +418,7 @@ def run_local(grid: Grid, progress: bool = True) -> list[str]:
         log.info("run %d/%d: %s (%s)", number, len(grid.runs), run.name,
                  ", ".join(f"{k}={v}" for k, v in run.tags.items()))  # fmt: skip
         try:
-            with _tracked(run):
+            with _run_log(run.run_dir), _tracked(run):
                 run_experiment(run.config, run.run_dir, progress=progress)
         except Exception as err:  # one broken run must not stop the grid
             log.error("run %s failed: %s (details: %s)", run.name, err, run.run_dir / STATE_FILE)
