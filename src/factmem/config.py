@@ -225,6 +225,36 @@ class ReplayConfig(_Strict):
     )
 
 
+class RegularizerConfig(_Strict):
+    """A continual-learning penalty during this stage (src/factmem/methods.py)."""
+
+    method: Literal["l2", "ewc", "lwf"] = Field(
+        description="l2: L2-SP, strength/2 * ||theta - theta_prev||^2 to the stage's starting "
+        "weights; ewc: the same weighted by the diagonal Fisher of the previous stage's set; "
+        "lwf: strength * T^2 * KL(start-of-stage model || model) on each batch's answer tokens."
+    )
+    strength: float = Field(
+        ge=0,
+        description="Penalty weight (0 gives exactly the plain run). Scale differs by method: "
+        "sum over all weights for l2/ewc, a per-token mean for lwf.",
+    )
+    fisher_examples: int = Field(
+        64, gt=0, description="ewc: examples of the previous stage's set the Fisher averages."
+    )
+    temperature: float = Field(2.0, gt=0, description="lwf: softmax temperature T.")
+
+
+class LoraSettings(_Strict):
+    """Train this stage through LoRA adapters (peft) instead of all weights."""
+
+    r: int = Field(16, gt=0, description="Adapter rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha (scaling alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Modules that get adapters (peft's target_modules)."
+    )
+
+
 class StageConfig(_Strict):
     """One training stage: a dataset, how much of it, and when to stop."""
 
@@ -264,6 +294,21 @@ class StageConfig(_Strict):
         description="false: no training; the stage only scores its set with the previous "
         "model (e.g. familiar facts before stage 2).",
     )
+    regularizer: RegularizerConfig | None = Field(
+        None, description="A continual-learning penalty: l2, ewc or lwf (see below)."
+    )
+    weight_average: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="WiSE-FT: after training, weights = (1 - a) * previous stage's + a * this "
+        "stage's (1: unchanged).",
+    )
+    lora: LoraSettings | None = Field(
+        None,
+        description="Train through LoRA adapters; the adapter is saved in stage<k>/adapter and "
+        "merged into stage<k>/model, which later stages start from.",
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -280,8 +325,12 @@ class StageConfig(_Strict):
     def _has_stop(self) -> StageConfig:
         if self.stop is None and self.train:
             raise ValueError("a stage needs a stop rule, e.g. `stop: {epochs: 20}`")
-        if not self.train and (self.mixing or self.replay):
-            raise ValueError("a stage with `train: false` trains nothing: remove mixing/replay")
+        if not self.train and (self.mixing or self.replay or self.regularizer or self.lora
+                               or self.weight_average):  # fmt: skip
+            raise ValueError("a stage with `train: false` trains nothing: remove mixing, replay, "
+                             "regularizer, lora and weight_average")  # fmt: skip
+        if self.lora and self.regularizer and self.regularizer.method == "ewc":
+            raise ValueError("ewc with lora is not supported (the Fisher is of the full weights)")
         return self
 
     @model_validator(mode="after")
@@ -370,6 +419,8 @@ class ExperimentConfig(_Strict):
     def _first_stage_has_nothing_to_replay(cls, stages: list[StageConfig]) -> list[StageConfig]:
         if stages and stages[0].replay is not None:
             raise ValueError("stage 1 has no earlier set to replay; remove its `replay`")
+        if stages and stages[0].regularizer and stages[0].regularizer.method == "ewc":
+            raise ValueError("stage 1 has no earlier set for ewc's Fisher; use l2 or lwf")
         return stages
 
     def stage_training(self, index: int) -> TrainingConfig:
@@ -598,6 +649,8 @@ def describe_fields() -> str:
         ("stages[i].stop", StopRule),
         ("stages[i].mixing", MixingConfig),
         ("stages[i].replay", ReplayConfig),
+        ("stages[i].regularizer", RegularizerConfig),
+        ("stages[i].lora", LoraSettings),
         ("training / stages[i].training", TrainingConfig),
         ("evaluation", EvaluationConfig),
     ]:

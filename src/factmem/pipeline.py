@@ -31,6 +31,13 @@ from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
 from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from factmem.methods import (
+    Distillation,
+    WeightAnchor,
+    average_weights,
+    cached_fisher,
+    with_lora,
+)
 from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
 from factmem.training import StageOutcome, train_stage
@@ -191,6 +198,12 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     mixture["tokens"] = _tokens_by_kind(tokenizer, train_set)
     write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in train_set))
     model = load_model(previous, tokenizer)
+    plugins = _plugins(stage, model, tokenizer, stage_sets[index - 1] if index else [],
+                       _origin(stage_dir.parent / f"stage{index}"))  # fmt: skip
+    if stage.lora is not None:
+        model = with_lora(model, stage.lora)
+        if stage.regularizer is not None and stage.regularizer.method == "l2":
+            plugins = [WeightAnchor(model, stage.regularizer.strength)]  # the adapters' start
     match = REGISTRY[stage.dataset].match
 
     def epoch_check(m) -> float:
@@ -202,12 +215,44 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     outcome = train_stage(model, tokenizer, train_set, config.stage_training(index), stage.stop,
                           stage_dir / "trainer", config.seed, epoch_check, progress,
                           _curve_probe(config, index, stage_sets, tokenizer),
-                          evaluation.curve_every_steps)  # fmt: skip
+                          evaluation.curve_every_steps, plugins)  # fmt: skip
+    if stage.lora is not None:  # keep the adapter, continue with the merged weights
+        write_dir_atomic(stage_dir / "adapter", lambda tmp: model.save_pretrained(tmp))
+        model = model.merge_and_unload()
+    if stage.weight_average is not None:
+        log.info("stage %d: weights = %.3g * new + %.3g * previous (WiSE-FT)", index + 1,
+                 stage.weight_average, 1 - stage.weight_average)  # fmt: skip
+        average_weights(model, load_model(previous, tokenizer), stage.weight_average)
     write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
     outcome_record = asdict(outcome) | {"mixture": mixture}
     write_json_atomic(trained_file, outcome_record)
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
     return model, outcome_record
+
+
+def _origin(stage_dir: Path) -> Path:
+    """Where a stage was trained: itself, or the sibling run it was shared from (so files
+    cached beside a checkpoint, such as EWC's Fisher, are found by every run sharing it)."""
+    record = stage_dir / "training.json"
+    if record.is_file():
+        shared = json.loads(record.read_text()).get("shared_from")
+        if shared and Path(shared).is_dir():
+            return Path(shared)
+    return stage_dir
+
+
+def _plugins(stage, model, tokenizer, previous_set: list[Example], previous_dir: Path) -> list:
+    """The stage's continual-learning penalty as a training-loop plugin (methods.py)."""
+    settings = stage.regularizer
+    if settings is None:
+        return []
+    if settings.method == "l2":
+        return [WeightAnchor(model, settings.strength)]
+    if settings.method == "ewc":
+        fisher = cached_fisher(model, tokenizer, previous_set[: settings.fisher_examples],
+                               previous_dir)  # fmt: skip
+        return [WeightAnchor(model, settings.strength, fisher)]
+    return [Distillation(model, settings.strength, settings.temperature)]
 
 
 def _curve_probe(config: ExperimentConfig, index: int, stage_sets: list[list[Example]],
@@ -274,7 +319,8 @@ def _copy_stage(source: Path, stage_dir: Path) -> None:
     shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # an interrupted own attempt
     shutil.copy2(source / "data.jsonl", stage_dir / "data.jsonl")
     record = json.loads((source / "training.json").read_text())
-    write_json_atomic(stage_dir / "training.json", record | {"shared_from": str(source)})
+    origin = record.get("shared_from") or str(source)  # where it was trained, not the copy
+    write_json_atomic(stage_dir / "training.json", record | {"shared_from": origin})
     write_text_atomic(stage_dir / "fingerprint", (source / "fingerprint").read_text())
 
 

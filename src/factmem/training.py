@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from factmem.batching import make_collator
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.errors import ConfigError
+from factmem.methods import Plugin
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +68,56 @@ class StageOutcome:
 
 
 class _StageTrainer(Trainer):
-    """Trainer that logs the exact (unrounded) mean loss of every optimizer step."""
+    """Trainer that logs the exact (unrounded) mean task loss of every optimizer step and
+    adds the penalties of continual-learning plugins (src/factmem/methods.py)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, plugins: Sequence[Plugin] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self._step_loss = 0.0
+        self.plugins = list(plugins)
+        self._step_loss = self._step_penalty = self._batch_penalty = 0.0
+        self._micro_batches = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.plugins:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        penalties = [p.batch_penalty(model, inputs, outputs) for p in self.plugins]
+        penalties = [p for p in penalties if p is not None]
+        if penalties:
+            extra = sum(penalties)
+            # Trainer divides the loss by the accumulation steps afterwards unless the model
+            # normalised it by the step's token count; either way each micro-batch's penalty
+            # must end up weighted 1/accumulation steps, like the task loss.
+            steps = self.current_gradient_accumulation_steps
+            divided_later = (not self.model_accepts_loss_kwargs or num_items_in_batch is None
+                             ) and self.compute_loss_func is None  # fmt: skip
+            contribution = extra if divided_later else extra / steps
+            self._batch_penalty += float(extra) / steps
+            loss = loss + contribution
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         # Trainer returns each micro-batch's share; their sum over a step is the step's loss.
-        self._step_loss += loss.item()
+        self._step_loss += loss.item() - self._batch_penalty
+        self._step_penalty += self._batch_penalty
+        self._batch_penalty = 0.0
+        first_of_step = self._micro_batches % self.args.gradient_accumulation_steps == 0
+        self._micro_batches += 1
+        if first_of_step:  # weight penalties: once per optimizer step
+            for plugin in self.plugins:
+                penalty = plugin.step_penalty(model)
+                if penalty is not None:
+                    self.accelerator.backward(penalty)
+                    self._step_penalty += penalty.item()
         return loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # logging_steps=1, so this covers exactly one optimizer step
             logs["loss"] = self._step_loss
-            self._step_loss = 0.0
+            if self.plugins:
+                logs["penalty"] = self._step_penalty
+            self._step_loss = self._step_penalty = 0.0
         super().log(logs, *args, **kwargs)
 
 
@@ -231,6 +266,7 @@ def train_stage(
     progress: bool = True,
     probe: Callable[[PreTrainedModel], dict[str, float]] | None = None,
     probe_every_steps: int = 0,
+    plugins: Sequence[Plugin] = (),
 ) -> StageOutcome:
     """Train `model` in place on `examples` until `rule` says stop.
 
@@ -255,6 +291,7 @@ def train_stage(
         data_collator=make_collator(tokenizer, cfg.packing, model, cfg.pack_row_tokens),
         callbacks=[callback]
         + ([_ProbeCallback(lambda: probe(model), probe_every_steps)] if probe else []),
+        plugins=plugins,
     )
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -293,6 +330,7 @@ def train_stage(
                 "epoch": h["epoch"],
                 "loss": h["loss"],
                 "learning_rate": h.get("learning_rate"),
+                **({"penalty": h["penalty"]} if "penalty" in h else {}),
             }
             for h in history
             if "loss" in h

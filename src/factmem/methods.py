@@ -1,0 +1,167 @@
+"""Continual-learning baselines beside REMIX, as plugins of the one training loop.
+
+A plugin adds a penalty to the stage's loss (Avalanche's style: methods hook into one loop,
+they do not fork it):
+  L2      L2-SP: strength/2 * sum (theta - theta_prev)^2, theta_prev = the stage's start
+  EWC     strength/2 * sum F * (theta - theta_prev)^2, F = diagonal empirical Fisher of the
+          previous stage's set at theta_prev (Kirkpatrick et al. 2017), cached on disk
+  LwF     strength * T^2 * KL(teacher_T || student_T) on the answer tokens of each batch,
+          teacher = the frozen model at the stage's start (Li & Hoiem 2017)
+Besides penalties: weight averaging (WiSE-FT, Wortsman et al. 2022) after a stage, and LoRA
+(peft) as the way a stage trains. Penalties are computed in fp32 and do not enter the
+logged loss, so stop rules see the task loss only.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from factmem.data.example import IGNORE_INDEX, Example, encode_example
+
+log = logging.getLogger(__name__)
+
+
+class Plugin:
+    """A method's hooks: `step_penalty` once per optimizer step, `batch_penalty` per batch."""
+
+    def step_penalty(self, model: PreTrainedModel) -> torch.Tensor | None:
+        return None
+
+    def batch_penalty(self, model: PreTrainedModel, inputs: dict, outputs) -> torch.Tensor | None:
+        return None
+
+
+class WeightAnchor(Plugin):
+    """L2 (weights=None) or EWC (weights=Fisher diagonal) pull towards the stage's start."""
+
+    def __init__(self, model: PreTrainedModel, strength: float,
+                 weights: dict[str, torch.Tensor] | None = None):  # fmt: skip
+        self.strength, self.weights = strength, weights
+        self.anchor = {n: p.detach().float().clone() for n, p in _trainable(model)}
+
+    def step_penalty(self, model: PreTrainedModel) -> torch.Tensor:
+        total = torch.zeros((), device=model.device)
+        for name, param in _trainable(model):
+            diff = (param.float() - self.anchor[name]) ** 2
+            if self.weights is not None:
+                diff = diff * self.weights[name]
+            total = total + diff.sum()
+        return self.strength / 2 * total
+
+
+class Distillation(Plugin):
+    """LwF: KL from the frozen start-of-stage model's answer distribution, per batch."""
+
+    def __init__(self, model: PreTrainedModel, strength: float, temperature: float):
+        self.strength, self.temperature = strength, temperature
+        self.teacher = copy.deepcopy(model).eval()
+        for param in self.teacher.parameters():
+            param.requires_grad_(False)
+
+    def batch_penalty(self, model: PreTrainedModel, inputs: dict, outputs) -> torch.Tensor:
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
+        with torch.no_grad():
+            teacher_logits = self.teacher(**model_inputs).logits
+        return self.strength * distillation_loss(outputs.logits, teacher_logits,
+                                                 answer_mask(inputs), self.temperature)  # fmt: skip
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+                      temperature: float) -> torch.Tensor:  # fmt: skip
+    """T^2 * mean over masked positions of KL(softmax(teacher/T) || softmax(student/T))."""
+    t = temperature
+    log_student = F.log_softmax(student.float() / t, dim=-1)
+    log_teacher = F.log_softmax(teacher.float() / t, dim=-1)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(-1)
+    return t * t * kl[mask].mean() if mask.any() else kl.sum() * 0.0
+
+
+def answer_mask(inputs: dict) -> torch.Tensor:
+    """Positions of the logits that predict an answer token (as the batch lays them out)."""
+    if "shift_labels" in inputs:  # logits only at answer columns, labels already shifted
+        return inputs["shift_labels"] != IGNORE_INDEX
+    return F.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX) != IGNORE_INDEX
+
+
+def _trainable(model: PreTrainedModel):
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+# ---------------------------------------------------------------- EWC's Fisher, cached
+
+
+def fisher_diagonal(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    examples: Sequence[Example]) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Empirical Fisher diagonal: the mean over examples of each example's squared gradient
+    of its (token-mean) answer log-likelihood. One backward pass per example."""
+    was_training = model.training
+    model.eval()
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in _trainable(model)}
+    try:
+        for example in examples:
+            encoded = encode_example(tokenizer, example)
+            ids = torch.tensor([encoded["input_ids"]], device=model.device)
+            labels = torch.tensor([encoded["labels"]], device=model.device)
+            model.zero_grad(set_to_none=True)
+            logits = model(input_ids=ids).logits.float()
+            loss = F.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=IGNORE_INDEX)
+            loss.backward()
+            for name, param in _trainable(model):
+                if param.grad is not None:
+                    fisher[name] += param.grad.detach().float() ** 2 / len(examples)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return fisher
+
+
+def cached_fisher(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    folder: Path,
+) -> dict[str, torch.Tensor]:
+    """The Fisher of `examples` at `model`, computed once and kept in `folder` (beside the
+    previous stage's checkpoint), keyed by the examples."""
+    key = hashlib.sha256(json.dumps([[e.prompt, e.response] for e in examples]).encode())
+    path = folder / f"fisher-{key.hexdigest()[:12]}.safetensors"
+    if path.is_file():
+        log.info("EWC: reusing the Fisher diagonal in %s", path)
+        return load_file(str(path), device=str(model.device))
+    log.info("EWC: computing the Fisher diagonal on %d examples -> %s", len(examples), path)
+    fisher = fisher_diagonal(model, tokenizer, examples)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous().cpu() for k, v in fisher.items()}, str(tmp))
+    tmp.replace(path)
+    return fisher
+
+
+# ---------------------------------------------------------------- after a stage, LoRA
+
+
+def average_weights(model: PreTrainedModel, previous: PreTrainedModel, alpha: float) -> None:
+    """WiSE-FT: theta <- (1 - alpha) * theta_previous + alpha * theta (alpha = 1: unchanged)."""
+    before = dict(previous.named_parameters())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_((1 - alpha) * before[name].to(param.dtype) + alpha * param)
+
+
+def with_lora(model: PreTrainedModel, settings) -> PreTrainedModel:
+    """The model wrapped in fresh LoRA adapters (peft); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=settings.target_modules, task_type="CAUSAL_LM")  # fmt: skip
+    return get_peft_model(model, config)
