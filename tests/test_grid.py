@@ -254,3 +254,16 @@ def test_every_grid_preset_expands(monkeypatch):
             assert counts["runs"] >= 9 and counts["trainings"] <= counts["stage_slots"]
             sizes = {s.size for r in grid.runs for s in r.config.stages}
             assert sizes == ({2000} if profile else {16}), preset.name
+
+
+def test_grids_under_one_root_share_stages(tiny_model_dir, tmp_path, monkeypatch):
+    axes = {"strategy": {"No Mixing": {}}, "seed": [0]}
+    first = load_grid(_grid_file(tmp_path, tiny_model_dir, axes=axes))
+    run_grid(first, progress=False)
+    wider = {"strategy": {"No Mixing": {}, "Replay 0.5": {"stages[1].replay": {"fraction": 0.5}}},
+             "seed": [0]}  # fmt: skip
+    second = load_grid(_grid_file(tmp_path, tiny_model_dir, axes=wider, name="other"))
+    trained = _count_trainings(monkeypatch)
+    run_grid(second, progress=False)
+    assert trained == ["replay-0.5_seed0/stage2"]  # the rest came from the first grid
+    assert _science(second)["no-mixing_seed0"] == _science(first)["no-mixing_seed0"]

@@ -288,8 +288,14 @@ def _score_only(previous: str, tokenizer, examples: list[Example], stage_dir: Pa
 
 
 def _shared_stage(stage_dir: Path, fingerprint: str) -> Path | None:
-    """A finished stage of a sibling run with this fingerprint, i.e. the same trained model."""
-    for candidate in sorted(stage_dir.parent.parent.glob(f"*/{stage_dir.name}")):
+    """A finished stage with this fingerprint, i.e. the same trained model: of a sibling run
+    (same output folder), else of a run in a sibling grid (grids under one root share)."""
+    root = stage_dir.parent.parent
+    siblings = sorted(root.glob(f"*/{stage_dir.name}"))
+    cousins = sorted(
+        p for p in root.parent.glob(f"*/*/{stage_dir.name}") if p.parent.parent != root
+    )
+    for candidate in siblings + cousins:
         if candidate.resolve() == stage_dir.resolve():
             continue
         fingerprint_file = candidate / "fingerprint"
