@@ -161,7 +161,7 @@ def test_every_preset_loads_and_extends_resolves():
     for preset in presets:
         config = load_config(preset)
         assert config.name == preset.stem
-        assert len(config.stages) == 2
+        assert len(config.stages) == (3 if preset.stem == "three-stage" else 2)
     mixed = load_config(PRESET_DIRS[1] / "random-generic.yaml")
     assert mixed.stages[0].mixing.source == "random_words"
     assert mixed.stages[1].mixing.source == "generic" and mixed.stages[1].size == 64
