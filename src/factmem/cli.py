@@ -40,6 +40,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     run_dir = Path(config.output_dir) / config.name
     _setup_logging(run_dir, args.quiet)
     results = run_experiment(config, run_dir, progress=not args.quiet)
+    if not results:  # a rank > 0 of a multi-process launch: rank 0 reports
+        return
     print(f"\n{config.name}: exact match (%) after each stage  [{run_dir}/results.json]\n")
     print(results_table(results))
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from factmem.config import ExperimentConfig, config_to_yaml
 from factmem.data.example import Example, encode_example
 from factmem.data.registry import REGISTRY, Judge, load_examples
+from factmem.distributed import barrier, is_main
 from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
@@ -136,7 +137,8 @@ def run_experiment(
     run_dir = Path(run_dir or Path(config.output_dir) / config.name)
     _check_run_dir(run_dir, config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+    if is_main():
+        write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
     base_path = resolve_model(config.model)
     tokenizer = load_tokenizer(base_path)
     judge = BaseModelJudge(base_path, tokenizer, config)
@@ -148,6 +150,7 @@ def run_experiment(
     records: list[dict] = []
     last = len(config.stages) - 1 if upto is None else upto
     for index in range(last + 1):
+        barrier()  # ranks > 0 read what rank 0 wrote for the previous stage
         stage_dir = run_dir / f"stage{index + 1}"
         record_file = stage_dir / "stage.json"
         if record_file.is_file():
@@ -164,9 +167,12 @@ def run_experiment(
         records.append(
             _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
         )
-        _write_results(run_dir, config, records)
-    results = _write_results(run_dir, config, records)
-    return results
+        if is_main():
+            _write_results(run_dir, config, records)
+    barrier()
+    if not is_main():
+        return {}  # rank 0 scores and writes results.json
+    return _write_results(run_dir, config, records)
 
 
 def _score(model, tokenizer, examples, mode, evaluation, progress: bool):
@@ -189,14 +195,18 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     shared = _shared_stage(stage_dir, config.fingerprint(index)) if config.share_stages else None
     if shared is not None:
         log.info("stage %d: same fingerprint as %s, reusing its model", index + 1, shared)
-        _copy_stage(shared, stage_dir)
+        if is_main():
+            _copy_stage(shared, stage_dir)
+        barrier()
         return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
-    write_text_atomic(stage_dir / "fingerprint", config.fingerprint(index) + "\n")
+    if is_main():
+        write_text_atomic(stage_dir / "fingerprint", config.fingerprint(index) + "\n")
     if not stage.train:
         return _score_only(previous, tokenizer, examples, stage_dir)
     train_set, mixture = stage_mixture(config, index, stage_sets)
     mixture["tokens"] = _tokens_by_kind(tokenizer, train_set)
-    write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in train_set))
+    if is_main():
+        write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in train_set))
     model = load_model(previous, tokenizer)
     plugins = _plugins(stage, model, tokenizer, stage_sets[index - 1] if index else [],
                        _origin(stage_dir.parent / f"stage{index}"))  # fmt: skip
@@ -217,16 +227,18 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
                           _curve_probe(config, index, stage_sets, tokenizer),
                           evaluation.curve_every_steps, plugins)  # fmt: skip
     if stage.lora is not None:  # keep the adapter, continue with the merged weights
-        write_dir_atomic(stage_dir / "adapter", lambda tmp: model.save_pretrained(tmp))
+        if is_main():
+            write_dir_atomic(stage_dir / "adapter", lambda tmp: model.save_pretrained(tmp))
         model = model.merge_and_unload()
     if stage.weight_average is not None:
         log.info("stage %d: weights = %.3g * new + %.3g * previous (WiSE-FT)", index + 1,
                  stage.weight_average, 1 - stage.weight_average)  # fmt: skip
         average_weights(model, load_model(previous, tokenizer), stage.weight_average)
-    write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
     outcome_record = asdict(outcome) | {"mixture": mixture}
-    write_json_atomic(trained_file, outcome_record)
-    shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
+    if is_main():
+        write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
+        write_json_atomic(trained_file, outcome_record)
+        shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
     return model, outcome_record
 
 
@@ -279,6 +291,8 @@ def _curve_probe(config: ExperimentConfig, index: int, stage_sets: list[list[Exa
 
 def _score_only(previous: str, tokenizer, examples: list[Example], stage_dir: Path):
     """A stage with `train: false`: the previous model, nothing trained."""
+    if not is_main():
+        return load_model(previous, tokenizer), {}
     write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
     outcome = StageOutcome(epochs=0, steps=0, stop_reason="train: false", rule_met=True,
                            wall_time_s=0.0, train_tokens=0, response_tokens=0)  # fmt: skip
@@ -346,6 +360,8 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
              stage.dataset, len(examples), previous,
              stage.stop.describe() if stage.stop else "none (train: false)")  # fmt: skip
     model, outcome = _train(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
+    if not is_main():
+        return {}  # rank 0 scores; the others wait at the next barrier
     start = time.perf_counter()
     scores = {}
     for j in range(index + 1):

@@ -30,6 +30,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from factmem.batching import make_collator
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
+from factmem.distributed import world_size
 from factmem.errors import ConfigError
 from factmem.methods import Plugin
 
@@ -114,9 +115,12 @@ class _StageTrainer(Trainer):
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # logging_steps=1, so this covers exactly one optimizer step
-            logs["loss"] = self._step_loss
+            step = torch.tensor([self._step_loss, self._step_penalty], device=self.args.device)
+            if self.args.world_size > 1:  # every rank must see the same loss (stop rules)
+                step = self.accelerator.reduce(step, reduction="mean")
+            logs["loss"] = step[0].item()
             if self.plugins:
-                logs["penalty"] = self._step_penalty
+                logs["penalty"] = step[1].item()
             self._step_loss = self._step_penalty = 0.0
         super().log(logs, *args, **kwargs)
 
@@ -208,16 +212,21 @@ class _ProbeCallback(TrainerCallback):
 def training_arguments(
     cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int, progress: bool = True
 ) -> TrainingArguments:
-    micro = min(cfg.micro_batch_size or cfg.batch_size, cfg.batch_size)
-    if cfg.batch_size % micro:
+    ranks = world_size()  # under accelerate launch / torchrun, batch_size is the global batch
+    if cfg.batch_size % ranks:
+        raise ConfigError(f"training.batch_size={cfg.batch_size} does not split over {ranks} "
+                          "processes")  # fmt: skip
+    per_rank = cfg.batch_size // ranks
+    micro = min(cfg.micro_batch_size or per_rank, per_rank)
+    if per_rank % micro:
         raise ConfigError(
-            f"training.batch_size={cfg.batch_size} is not a multiple of "
-            f"training.micro_batch_size={micro}"
+            f"training.batch_size={cfg.batch_size} ({per_rank} per process) is not a multiple "
+            f"of training.micro_batch_size={micro}"
         )
     args = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=micro,
-        gradient_accumulation_steps=cfg.batch_size // micro,
+        gradient_accumulation_steps=per_rank // micro,
         learning_rate=cfg.learning_rate,
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,

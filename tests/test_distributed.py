@@ -1,0 +1,40 @@
+"""A run launched on 2 processes (torchrun, gloo on CPU): every rank trains, rank 0 writes."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+
+def test_two_process_launch_trains_with_the_global_batch(tiny_model_dir, tmp_path):
+    kvr = {"key_length": 3, "value_length": 2}
+    config = {
+        "name": "ddp", "model": str(tiny_model_dir), "output_dir": str(tmp_path / "runs"),
+        "training": {"learning_rate": 1e-2, "batch_size": 4, "bf16": False,
+                     "checkpoint_every_epochs": 1},
+        "evaluation": {"max_new_tokens": 6},
+        "stages": [
+            {"dataset": "kvr", "size": 8, "stop": {"epochs": 2}, "options": kvr},
+            {"dataset": "kvr_id", "size": 8, "stop": {"epochs": 2}, "options": kvr},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "-m", "factmem.cli", "run", str(path), "--quiet"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("ddp: exact match") == 1  # rank 0 reports, once
+    results = json.loads((tmp_path / "runs" / "ddp" / "results.json").read_text())
+    assert results["finished"]
+    # batch_size is global: 8 facts / 4 per step = 2 steps an epoch, as in one process
+    assert [s["steps"] for s in results["stages"]] == [4, 4]
+    assert all(len(s["loss_curve"]) == 4 for s in results["stages"])
+    for k in (1, 2):
+        stage = tmp_path / "runs" / "ddp" / f"stage{k}"
+        assert (stage / "model" / "model.safetensors").is_file()
+        assert not (stage / "trainer").exists()
+        assert len((stage / "data.jsonl").read_text().splitlines()) == 8
