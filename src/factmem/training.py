@@ -93,7 +93,7 @@ class _StageTrainer(Trainer):
             divided_later = (not self.model_accepts_loss_kwargs or num_items_in_batch is None
                              ) and self.compute_loss_func is None  # fmt: skip
             contribution = extra if divided_later else extra / steps
-            self._batch_penalty += float(extra) / steps
+            self._batch_penalty += extra.detach().item() / steps
             loss = loss + contribution
         return (loss, outputs) if return_outputs else loss
 
@@ -110,7 +110,7 @@ class _StageTrainer(Trainer):
                 penalty = plugin.step_penalty(model)
                 if penalty is not None:
                     self.accelerator.backward(penalty)
-                    self._step_penalty += penalty.item()
+                    self._step_penalty += penalty.detach().item()
         return loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
