@@ -417,7 +417,9 @@ def write_report(runs_dir: Path, out: Path | None = None, paper: Path | None = N
         tables["Paper vs ours: D_A after stage 2 (%)"] = paper_vs_ours(
             runs, load_paper_numbers(paper)
         ).set_index(["d_a", "d_b"])
-    markdown = [f"# factmem report: {runs_dir}\n", f"{len(runs)} finished runs.\n"]
+    command = f"factmem report {runs_dir}" + (f" --out {out}" if out != runs_dir / "report" else "")
+    made_by = f"{len(runs)} finished runs. Made by `{command}`."
+    markdown = [f"# factmem report: {runs_dir}\n", made_by + "\n"]
     for i, (title, table) in enumerate(tables.items(), 1):
         stem = f"table{i}"
         write_text_atomic(out / f"{stem}.csv", table.reset_index().to_csv(index=False))
@@ -429,11 +431,11 @@ def write_report(runs_dir: Path, out: Path | None = None, paper: Path | None = N
     markdown += [f"![{title}]({path.name})\n" for title, path in figs.items()]
     write_text_atomic(out / "report.md", "\n".join(markdown) + "\n")
     page = out / "report.html"
-    write_text_atomic(page, html_page(f"factmem report: {runs_dir}", len(runs), tables, figs))
+    write_text_atomic(page, html_page(f"factmem report: {runs_dir}", made_by, tables, figs))
     return page
 
 
-def html_page(title: str, n_runs: int, tables: dict[str, pd.DataFrame],
+def html_page(title: str, made_by: str, tables: dict[str, pd.DataFrame],
               figs: dict[str, Path]) -> str:  # fmt: skip
     """One file, figures embedded as data URIs; on load it counts what rendered (for tests)."""
     parts = [
@@ -444,7 +446,7 @@ def html_page(title: str, n_runs: int, tables: dict[str, pd.DataFrame],
         "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}",
         "td:nth-child(-n+2){text-align:left}img{max-width:100%;display:block;margin:1em 0}",
         "</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{n_runs} finished runs; mean ± sample standard "
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(made_by)} Mean ± sample standard "
         "deviation over seeds, n = 3 unless shown.</p>",
     ]
     for title_text, table in tables.items():
