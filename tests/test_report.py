@@ -72,6 +72,10 @@ def test_strategy_labels_follow_the_paper():
     assert strategy_label(_config("a", 0, stage1=random, stage2=generic)) == "Random/Generic"
     assert strategy_label(_config("a", 0, stage2={"replay": {"fraction": 0.05}})) == "Replay 0.05"
     assert strategy_label(_config("a", 0, tags={"strategy": "Mine"})) == "No Mixing"  # derived
+    ewc = {"regularizer": {"method": "ewc", "strength": 1e4}, "weight_average": 0.5}
+    assert strategy_label(_config("a", 0, stage2=ewc)) == "EWC 10000 + WiSE 0.5"
+    lora = {"lora": {"r": 8}, "mixing": {"source": "generic"}}
+    assert strategy_label(_config("a", 0, stage2=lora)) == "LoRA r8 + -/Generic"
 
 
 def test_seeds_aggregate_into_the_paper_layout(runs_dir):

@@ -117,6 +117,17 @@ def strategy_label(config: ExperimentConfig) -> str:
     replay = [s.replay.fraction for s in config.stages if s.replay is not None]
     if replay:
         label = f"Replay {replay[0]:g}" + (f" + {label}" if label else "")
+    methods = []  # continual-learning baselines, in the order they act
+    for stage in config.stages:
+        if stage.lora is not None:
+            methods.append(f"LoRA r{stage.lora.r}")
+        if stage.regularizer is not None:
+            name = {"l2": "L2", "ewc": "EWC", "lwf": "LwF"}[stage.regularizer.method]
+            methods.append(f"{name} {stage.regularizer.strength:g}")
+        if stage.weight_average is not None:
+            methods.append(f"WiSE {stage.weight_average:g}")
+    if methods:
+        label = " + ".join(dict.fromkeys(methods)) + (f" + {label}" if label else "")
     return label or "No Mixing"
 
 
