@@ -135,3 +135,28 @@ def test_lora_stage_saves_its_adapter_and_a_merged_model(tiny_model_dir, tmp_pat
     assert changed and all("proj" in n for n in changed)  # only adapted linear layers moved
     losses = [h["loss"] for h in results["stages"][1]["loss_curve"]]
     assert losses[-1] < losses[0]
+
+
+def test_l2_and_ewc_with_lora_penalise_the_effective_weight_change(tiny_model_dir, tmp_path):
+    from factmem.config import LoraSettings
+    from factmem.methods import AdapterAnchor, with_lora
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = with_lora(load_model(str(tiny_model_dir), tokenizer), LoraSettings(r=2, alpha=4.0))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    fisher = {n.removeprefix("base_model.model.").replace(".base_layer", ""): torch.ones_like(p)
+              for n, p in model.named_parameters() if "base_layer" in n}  # fmt: skip
+    fisher[name] = torch.full_like(fisher[name], 3.0)
+    l2, ewc = AdapterAnchor(model, 0.5), AdapterAnchor(model, 0.5, fisher)
+    assert l2.step_penalty(model).item() == 0.0  # B starts at zero: no change yet
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        q.lora_A["default"].weight.zero_()
+        q.lora_A["default"].weight[0, 0] = 1.0
+        q.lora_B["default"].weight[0, 0] = 0.1  # delta W[0, 0] = scaling 2 * 0.1 = 0.2
+    assert l2.step_penalty(model).item() == pytest.approx(0.5 / 2 * 0.04)
+    assert ewc.step_penalty(model).item() == pytest.approx(0.5 / 2 * 3.0 * 0.04)
+    ewc_settings = {"method": "ewc", "strength": 1e3, "fisher_examples": 4}
+    config = _config(tiny_model_dir, tmp_path, "ewc-lora", lora={"r": 4}, regularizer=ewc_settings)
+    results = run_experiment(config, progress=False)
+    assert results["stages"][1]["loss_curve"][-1]["penalty"] > 0

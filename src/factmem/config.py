@@ -231,7 +231,8 @@ class RegularizerConfig(_Strict):
     method: Literal["l2", "ewc", "lwf"] = Field(
         description="l2: L2-SP, strength/2 * ||theta - theta_prev||^2 to the stage's starting "
         "weights; ewc: the same weighted by the diagonal Fisher of the previous stage's set; "
-        "lwf: strength * T^2 * KL(start-of-stage model || model) on each batch's answer tokens."
+        "lwf: strength * T^2 * KL(start-of-stage model || model) on each batch's answer tokens. "
+        "With lora, l2/ewc act on each adapted layer's weight change scaling * B @ A."
     )
     strength: float = Field(
         ge=0,
@@ -329,8 +330,7 @@ class StageConfig(_Strict):
                                or self.weight_average):  # fmt: skip
             raise ValueError("a stage with `train: false` trains nothing: remove mixing, replay, "
                              "regularizer, lora and weight_average")  # fmt: skip
-        if self.lora and self.regularizer and self.regularizer.method == "ewc":
-            raise ValueError("ewc with lora is not supported (the Fisher is of the full weights)")
+
         return self
 
     @model_validator(mode="after")

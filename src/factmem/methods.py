@@ -59,6 +59,30 @@ class WeightAnchor(Plugin):
         return self.strength / 2 * total
 
 
+class AdapterAnchor(Plugin):
+    """L2 or EWC for a LoRA stage: the penalty is on each adapted layer's effective weight
+    change, delta W = scaling * B @ A (zero at the stage's start), weighted by the Fisher of
+    that layer's base weight for EWC; the frozen weights never move."""
+
+    def __init__(self, model, strength: float, weights: dict[str, torch.Tensor] | None = None):
+        from peft.tuners.lora import LoraLayer
+
+        self.strength, self.layers = strength, []
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and "default" in module.lora_A:
+                base = name.removeprefix("base_model.model.") + ".weight"
+                fisher = None if weights is None else weights[base]
+                self.layers.append((module, fisher))
+
+    def step_penalty(self, model: PreTrainedModel) -> torch.Tensor:
+        total = torch.zeros((), device=model.device)
+        for module, fisher in self.layers:
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            delta = (b.float() @ a.float()) * module.scaling["default"]
+            total = total + ((delta**2) * fisher if fisher is not None else delta**2).sum()
+        return self.strength / 2 * total
+
+
 class Distillation(Plugin):
     """LwF: KL from the frozen start-of-stage model's answer distribution, per batch."""
 

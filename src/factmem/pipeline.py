@@ -33,6 +33,7 @@ from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
 from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.methods import (
+    AdapterAnchor,
     Distillation,
     WeightAnchor,
     average_weights,
@@ -212,8 +213,8 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
                        _origin(stage_dir.parent / f"stage{index}"))  # fmt: skip
     if stage.lora is not None:
         model = with_lora(model, stage.lora)
-        if stage.regularizer is not None and stage.regularizer.method == "l2":
-            plugins = [WeightAnchor(model, stage.regularizer.strength)]  # the adapters' start
+        if plugins and isinstance(plugins[0], WeightAnchor):  # l2 / ewc: on delta W = B A
+            plugins = [AdapterAnchor(model, stage.regularizer.strength, plugins[0].weights)]
     match = REGISTRY[stage.dataset].match
 
     def epoch_check(m) -> float:
