@@ -11,6 +11,7 @@ import yaml
 
 from factmem.cli import main
 from factmem.config import config_to_yaml, load_config
+from factmem.errors import FactmemError
 from factmem.report import collect_runs, paper_table, paper_vs_ours, strategy_label, write_report
 
 KVR = {"key_length": 3, "value_length": 2}
@@ -86,7 +87,7 @@ def test_seeds_aggregate_into_the_paper_layout(runs_dir):
     assert row["kvr_id"] == "50.0 ± 25.0" and row["gsm8k"] == "87.5 ± 0.0"
     assert table.loc[("kvr", "Random/-"), "kvr_id"] == "75.0 ± 25.0"
     assert table.loc[("kvr", "Replay 0.1"), "kvr_id"] == "75.0 ± 25.0"
-    assert table.loc[("kvr", "Random/- [length=5]"), "kvr_id"] == "12.5 ± 0.0 (n=1)"
+    assert table.loc[("kvr", "Random/- [length=5]"), "kvr_id"] == "12.5 (n=1)"
     # rows: No Mixing first, then replay, then the rest; columns: factoid D_B first
     assert list(table.index.get_level_values(1))[:2] == ["No Mixing", "Replay 0.1"]
     assert list(table.columns) == ["kvr_id", "gsm8k", "avg factoid", "avg non-factoid"]
@@ -117,28 +118,111 @@ def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, caps
     assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert r"50.0 $\pm$ 25.0" in (out / "table1.tex").read_text()
     summary = (out / "table5.csv").read_text()
-    assert "kvr,No Mixing,kvr_id -> kvr_id,1,75.0 ± 0.0,-37.5 ± 0.0,37.5 ± 0.0" in summary
+    assert "kvr,No Mixing,kvr_id -> kvr_id,1,75.0 (n=1),-37.5 (n=1),37.5 (n=1)" in summary
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<table data-table" in page
+    (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "missing: no such folder" in capsys.readouterr().err
 
 
-def test_paper_vs_ours_puts_published_cells_beside_ours(runs_dir, tmp_path):
+def _write_paired_run(root: Path, name: str, seed: int, kept: list[int], strategy: str,
+                     stage2=None, facts: int = 20) -> None:
+    """A finished KVR run whose final predictions keep exactly the facts `kept`."""
+    config = _config(name, seed, stage2=stage2, tags={"strategy": strategy, "seed": str(seed)})
+    _write_run(root, config, [1.0, len(kept) / facts])
+    rows = [{"prompt": f"seed {seed} fact {i}", "gold": "x", "answers": ["x"], "output": "x",
+             "correct": i in kept, "method": "generated"} for i in range(facts)]  # fmt: skip
+    predictions = root / name / "stage2" / "predictions" / "D_A.jsonl"
+    predictions.parent.mkdir(parents=True)
+    (root / name / "stage2" / "stage.json").write_text(json.dumps({"index": 2}))
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def paired_dir(tmp_path) -> Path:
+    """3 seeds x 20 facts: Random/- keeps all (vs 10), Replay swaps one fact per seed (no
+    change), -/Generic (state_union) keeps 5 (vs 10)."""
+    root = tmp_path / "paired"
+    generic = {"mixing": {"source": "generic", "corpus": "local", "path": "x.zip"}}
+    for seed in range(3):
+        _write_paired_run(root, f"none-s{seed}", seed, list(range(10)), "No Mixing")
+        _write_paired_run(root, f"random-s{seed}", seed, list(range(20)), "Random/-")
+        _write_paired_run(root, f"replay-s{seed}", seed, [*range(9), 10], "Replay 0.1",
+                          stage2={"replay": {"fraction": 0.1}})  # fmt: skip
+        _write_paired_run(root, f"generic-s{seed}", seed, list(range(5)),
+                          "-/Generic (state_union)", stage2=generic)  # fmt: skip
+    return root
+
+
+def test_paired_differences_against_no_mixing(paired_dir):
+    from factmem.report import paired_rows
+
+    rows = paired_rows(collect_runs(paired_dir)).set_index("strategy")
+    random = rows.loc["Random/-"]
+    assert (random["seeds"], random["facts"], random["difference"]) == (3, 60, 50.0)
+    assert 0 < random["low"] < 50 < random["high"] and random["verdict"] == "higher"
+    replay = rows.loc["Replay 0.1"]
+    assert replay["difference"] == 0.0 and replay["verdict"] == "not established"
+    assert (replay["kept only with it"], replay["kept only without"]) == (3, 3)
+    assert rows.loc["-/Generic (state_union)", "verdict"] == "lower"
+
+
+def test_paper_vs_ours_gives_a_verdict_per_cell(paired_dir, tmp_path):
     paper = tmp_path / "paper.yaml"
-    paper.write_text(yaml.safe_dump({"tables": [{"id": "T", "model": "m", "cells": [
+    paper.write_text(yaml.safe_dump({"tables": [{"id": "T", "model": "Llama-3-8B", "cells": [
         {"d_a": "kvr", "d_b": "kvr_id", "strategy": "No Mixing", "value": 20.0},
         {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Random/-", "value": 60.0},
         {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Replay 0.1", "value": 10.0},
+        {"d_a": "kvr", "d_b": "kvr_id", "strategy": "-/Generic", "value": 30.0},
     ]}]}))  # fmt: skip
     from factmem.report import load_paper_numbers
 
-    both = paper_vs_ours(collect_runs(runs_dir), load_paper_numbers(paper)).set_index("strategy")
-    assert both.loc["Random/-", "ours"] == 75.0 and both.loc["Random/-", "paper"] == 60.0
-    assert both.loc["Random/-", "direction vs No Mixing"] == "same"
-    assert both.loc["Replay 0.1", "direction vs No Mixing"] == "opposite"
-    page = write_report(runs_dir, tmp_path / "with-paper", paper)
-    assert "Paper vs ours" in page.read_text()
+    both = paper_vs_ours(collect_runs(paired_dir), load_paper_numbers(paper)).set_index("strategy")
+    assert both.loc["No Mixing", "ours"] == "50.0 ± 0.0" and both.loc["No Mixing", "paper"] == "20.0"
+    assert both.loc["Random/-", "paper Δ"] == "+40.0"
+    assert both.loc["Random/-", "ours Δ [95% interval]"].startswith("+50.0 [+")
+    assert both.loc["Random/-", "verdict"] == "agrees"
+    assert both.loc["Replay 0.1", "verdict"] == "not established"
+    assert both.loc["-/Generic (state_union)", "verdict"] == "disagrees"  # variant -> -/Generic
+    assert set(both["paper model"]) == {"Llama-3-8B"}
+    page = write_report(paired_dir, tmp_path / "with-paper", paper)
+    text = (tmp_path / "with-paper" / "report.md").read_text()
+    assert "Paper vs ours" in page.read_text() and "fact by fact" in text
+    assert re.search(r"\| disagrees +\|", text) and re.search(r"\| agrees +\|", text)
+
+
+def test_the_shipped_paper_numbers_load_by_name():
+    from factmem.report import load_paper_numbers, paper_numbers_path
+
+    cells = load_paper_numbers(paper_numbers_path("remix"))
+    assert len(cells) > 400 and {"table2", "table4"} <= set(cells["table"])
+    entq = cells[(cells["table"] == "table2") & (cells["d_a"] == "popqa")
+                 & (cells["d_b"] == "entityquestions") & (cells["strategy"] == "No Mixing")]
+    assert entq["value"].tolist() == [57.8]
+    with pytest.raises(FactmemError, match="no such file"):
+        paper_numbers_path("nonexistent.yaml")
+
+
+def test_an_archive_gives_the_same_report_as_the_runs(paired_dir, tmp_path):
+    from factmem.archive import archive_runs
+
+    made = archive_runs([paired_dir], tmp_path / "archive")
+    assert len(made) == 12
+    run = tmp_path / "archive" / "paired" / "random-s0"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "archive.json", "config.yaml", "results.json", "stage2"]  # fmt: skip
+    row = json.loads((run / "stage2" / "predictions" / "D_A.jsonl").read_text().splitlines()[0])
+    assert set(row) == {"key", "correct", "method"}  # no dataset text by default
+    assert main(["report", str(paired_dir), "--out", str(tmp_path / "a"), "--paper", "remix"]) == 0
+    assert main(["report", str(tmp_path / "archive"), "--out", str(tmp_path / "b"),
+                 "--paper", "remix"]) == 0  # fmt: skip
+    for name in ("table1.csv", "table5.csv", "cells.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+    # a run found both in runs/ and in the archive counts once
+    assert len(collect_runs([paired_dir, tmp_path / "archive"])) == 12
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium not installed")

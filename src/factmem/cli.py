@@ -111,8 +111,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     from factmem.report import write_report
 
     _setup_logging(None, True)
-    page = write_report(Path(args.runs_dir), Path(args.out) if args.out else None,
-                        Path(args.paper) if args.paper else None)  # fmt: skip
+    page = write_report([Path(d) for d in args.runs_dirs], Path(args.out) if args.out else None,
+                        args.paper)  # fmt: skip
     print(f"wrote {page.parent}/ (report.md, report.html, table*.csv/.tex, *.png)")
 
 
@@ -204,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     grads.add_argument("--mix-from", help="take D_B+D_M from this run's next-stage mixture")
     grads.set_defaults(func=cmd_gradients)
     report = sub.add_parser("report", help="tables, figures and an HTML page from finished runs")
-    report.add_argument("runs_dir", help="a grid directory, or any folder of run directories")
-    report.add_argument("--out", help="output folder (default: RUNS_DIR/report)")
-    report.add_argument("--paper", help="YAML of the paper's published cells, for paper vs ours")
+    report.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",
+                        help="grid directories, folders of run directories, or archives "
+                        "(factmem archive); a run found in several counts once")  # fmt: skip
+    report.add_argument("--out", help="output folder (default: FIRST_RUNS_DIR/report)")
+    report.add_argument("--paper", help="paper vs ours: `remix` (the REMIX paper's Tables 2-6, "
+                        "shipped with factmem) or a YAML of published cells")  # fmt: skip
     report.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
     try:

@@ -21,34 +21,63 @@ import yaml
 from factmem.config import ExperimentConfig, load_config
 from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
+from factmem.archive import prediction_key
 from factmem.io import write_text_atomic
+from factmem.stats import mean_std_text, paired_difference
 
 log = logging.getLogger(__name__)
 
-NOT_STRATEGY_TAGS = {"strategy", "seed"}  # tags that are not part of a row's label
+NOT_STRATEGY_TAGS = {"strategy", "seed", "D_A", "D_B"}  # tags that are not part of a row's label
 METRICS = ("avg_final", "bwt", "forgetting")
 
 
 # ---------------------------------------------------------------- runs -> one row each
 
 
-def collect_runs(runs_dir: Path) -> pd.DataFrame:
-    """One row per finished run under `runs_dir` (any depth up to 3)."""
-    rows = []
-    result_files = sorted(
-        p for depth in ("*", "*/*", "*/*/*") for p in runs_dir.glob(f"{depth}/results.json")
-    )
-    for results_file in result_files:
-        run_dir = results_file.parent
-        results = json.loads(results_file.read_text())
-        if not results.get("finished"):
-            log.info("skipping %s: not finished", run_dir)
-            continue
-        config = load_config(run_dir / "config.yaml")
-        rows.append(run_row(run_dir, config, results))
+def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
+    """One row per finished run under the folders (any depth up to 3): runs folders or
+    archives (factmem.archive). A run found twice (in runs/ and in an archive: same name and
+    stage fingerprints) counts once, from the first folder named."""
+    dirs = [runs_dirs] if isinstance(runs_dirs, Path) else list(runs_dirs)
+    rows, seen = [], set()
+    for runs_dir in dirs:
+        if not runs_dir.is_dir():
+            raise FactmemError(f"{runs_dir}: no such folder")
+        result_files = sorted(
+            p for depth in ("*", "*/*", "*/*/*") for p in runs_dir.glob(f"{depth}/results.json")
+        )
+        for results_file in result_files:
+            run_dir = results_file.parent
+            try:
+                results = json.loads(results_file.read_text())
+            except json.JSONDecodeError as err:
+                raise FactmemError(f"{results_file}: not valid JSON ({err})") from None
+            if not results.get("finished"):
+                log.info("skipping %s: not finished", run_dir)
+                continue
+            identity = (run_dir.name, tuple(r.get("fingerprint") for r in results["stages"]))
+            if identity in seen:
+                continue
+            seen.add(identity)
+            config = load_config(run_dir / "config.yaml")
+            rows.append(run_row(run_dir, config, results))
     if not rows:
-        raise FactmemError(f"no finished runs (results.json with finished: true) under {runs_dir}")
+        where = ", ".join(str(d) for d in dirs)
+        raise FactmemError(f"no finished runs (results.json with finished: true) under {where}")
     return pd.DataFrame(rows)
+
+
+def final_verdicts(run_dir: Path, stage: int, set_name: str) -> dict[str, bool]:
+    """{fact key: correct} of set `set_name` scored after stage `stage` (1-based)."""
+    file = run_dir / f"stage{stage}" / "predictions" / f"{set_name}.jsonl"
+    if not file.is_file():
+        return {}
+    verdicts = {}
+    for line in file.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            verdicts[row.get("key") or prediction_key(row["prompt"])] = bool(row["correct"])
+    return verdicts
 
 
 def run_row(run_dir: Path, config: ExperimentConfig, results: dict) -> dict:
@@ -84,6 +113,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: dict) -> dict:
         else None,  # fmt: skip
         "replay": replay[0] if replay else None,
         "curve": curve,
+        "da_verdicts": final_verdicts(run_dir, len(results["stages"]), first),
         **metrics,
     }
 
@@ -150,8 +180,7 @@ def paper_table(runs: pd.DataFrame, value: str = "da_final") -> pd.DataFrame:
     cells = aggregate(runs, value)
     cells["row"] = cells["strategy"] + cells["variant"].map(lambda v: f" [{v}]" if v else "")
     cells["text"] = [
-        f"{m:.1f} ± {s:.1f}" + (f" (n={n})" if n != 3 else "")
-        for m, s, n in zip(cells["mean"], cells["std"], cells["n"], strict=True)
+        _cell_text(m, s, n) for m, s, n in zip(cells["mean"], cells["std"], cells["n"], strict=True)
     ]
     columns = sorted(cells["d_b"].unique(), key=lambda d: (_group(d) != "factoid", d))
     rows = _ordered(cells[["d_a", "row"]].drop_duplicates().itertuples(index=False))
@@ -167,6 +196,13 @@ def paper_table(runs: pd.DataFrame, value: str = "da_final") -> pd.DataFrame:
     wide.index.names = ["D_A", "strategy"]
     wide.columns.name = "D_B"
     return wide
+
+
+def _cell_text(mean: float, std: float, n: int) -> str:
+    """`mean ± std`; a single run has no spread to show (`(n=1)`, never `± 0.0`)."""
+    if n == 1:
+        return f"{mean:.1f} (n=1)"
+    return f"{mean:.1f} ± {std:.1f}" + (f" (n={n})" if n != 3 else "")
 
 
 def _group(d_b: str) -> str:
@@ -196,8 +232,7 @@ def stage_table(runs: pd.DataFrame) -> pd.DataFrame:
         for k in range(int(part["stages"].max())):
             values = pd.Series([v[k] if len(v) > k else None for v in part["da_by_stage"]],
                                dtype=float) * 100  # fmt: skip
-            spread = values.std() if values.count() > 1 else 0.0
-            row[f"after stage {k + 1}"] = f"{values.mean():.1f} ± {spread:.1f}"
+            row[f"after stage {k + 1}"] = mean_std_text(values.dropna().tolist())
         rows.append(row)
     return pd.DataFrame(rows).set_index(["D_A", "strategy", "later stages"])
 
@@ -209,9 +244,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"D_A": d_a, "strategy": strategy, "later stages": d_b, "n": len(part)}
         for column, title in (("avg_final", "avg final acc"), ("bwt", "BWT"),
                               ("forgetting", "forgetting")):  # fmt: skip
-            values = part[column].dropna().astype(float) * 100
-            spread = values.std() if len(values) > 1 else 0.0
-            row[title] = f"{values.mean():.1f} ± {spread:.1f}" if len(values) else ""
+            row[title] = mean_std_text((part[column].dropna().astype(float) * 100).tolist())
         rows.append(row)
     return pd.DataFrame(rows).set_index(["D_A", "strategy", "later stages"])
 
@@ -230,6 +263,20 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
 # ---------------------------------------------------------------- paper vs ours
 
 
+PAPER_FILES = {"remix": "remix-paper-tables.yaml"}  # shipped in factmem/reference/
+
+
+def paper_numbers_path(name: str | Path) -> Path:
+    """`remix` (the REMIX paper's Tables 2-6, shipped with factmem) or a YAML file."""
+    if str(name) in PAPER_FILES:
+        return Path(__file__).parent / "reference" / PAPER_FILES[str(name)]
+    path = Path(name)
+    if not path.is_file():
+        raise FactmemError(f"--paper {name}: no such file; use a YAML file of published cells "
+                           f"or one of: {', '.join(PAPER_FILES)}")  # fmt: skip
+    return path
+
+
 def load_paper_numbers(path: Path) -> pd.DataFrame:
     """A YAML of published cells: tables[].cells[] with d_a, d_b, strategy, value (%)."""
     data = yaml.safe_load(path.read_text()) or {}
@@ -244,30 +291,113 @@ def load_paper_numbers(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["d_a", "d_b", "strategy", "value", "table", "model"])
 
 
+BASELINE = "No Mixing"
+
+
+def paired_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every strategy against No Mixing of the same D_A, D_B, variant and seeds, fact by
+    fact (D_A after the last stage): difference (points), 95% interval, McNemar p, verdict.
+    Seeds without a No Mixing twin, or whose facts differ, are left out (and counted)."""
+    rows = []
+    keys = ["d_a", "d_b", "variant"]
+    for (d_a, d_b, variant), part in runs.groupby(keys, sort=False):
+        baseline = {r.seed: r.da_verdicts for r in part.itertuples() if r.strategy == BASELINE}
+        for strategy, runs_of in part[part["strategy"] != BASELINE].groupby("strategy",
+                                                                           sort=False):  # fmt: skip
+            pairs, unpaired = [], 0
+            for run in runs_of.itertuples():
+                twin = baseline.get(run.seed) or {}
+                ours = run.da_verdicts or {}
+                if not ours or set(ours) != set(twin):
+                    unpaired += 1
+                    continue
+                facts = sorted(ours)
+                pairs.append(([ours[f] for f in facts], [twin[f] for f in facts]))
+            if not pairs:
+                continue
+            result = paired_difference(pairs)
+            rows.append({"d_a": d_a, "d_b": d_b, "strategy": strategy, "variant": variant,
+                         "seeds": result.seeds, "facts": result.facts,
+                         "difference": result.difference, "low": result.low,
+                         "high": result.high, "kept only with it": result.only_strategy,
+                         "kept only without": result.only_baseline,
+                         "p (McNemar)": result.p_value, "verdict": result.verdict,
+                         "unpaired seeds": unpaired})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """paired_rows as text, one row per (D_A, D_B, strategy)."""
+    rows = paired_rows(runs)
+    if rows.empty:
+        return rows
+    out = pd.DataFrame({
+        "D_A": rows["d_a"], "D_B": rows["d_b"],
+        "strategy": rows["strategy"] + rows["variant"].map(lambda v: f" [{v}]" if v else ""),
+        "seeds": rows["seeds"], "facts": rows["facts"],
+        "Δ vs No Mixing (points)": rows["difference"].map(lambda d: f"{d:+.1f}"),
+        "95% interval": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(rows["low"], rows["high"],
+                                                                    strict=True)],
+        "kept only with / without": [f"{a} / {b}" for a, b in zip(
+            rows["kept only with it"], rows["kept only without"], strict=True)],
+        "p (McNemar)": rows["p (McNemar)"].map(lambda p: f"{p:.3g}"),
+        "verdict": rows["verdict"],
+    })  # fmt: skip
+    return out.set_index(["D_A", "D_B", "strategy"])
+
+
 def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Our mean beside the paper's number for every cell both have, and whether the change
-    from No Mixing has the same sign in both (the direction a small model can agree on)."""
-    ours = aggregate(runs)
-    ours = ours[ours["variant"] == ""]
-    both = ours.merge(paper, on=["d_a", "d_b", "strategy"], how="inner")
-    if both.empty:
-        return both
-    base_ours = ours[ours["strategy"] == "No Mixing"].set_index(["d_a", "d_b"])["mean"]
-    base_paper = paper[paper["strategy"] == "No Mixing"].set_index(["d_a", "d_b"])["value"]
+    """Every cell both have: the paper's number and its change from No Mixing, ours (mean ±
+    std over seeds) and our paired change with its interval, and a verdict on the direction:
+    agrees / disagrees where our interval excludes 0, else not established.
 
-    def direction(row) -> str:
-        key = (row["d_a"], row["d_b"])
-        if row["strategy"] == "No Mixing" or key not in base_ours or key not in base_paper:
-            return ""
-        ours_delta = row["mean"] - base_ours[key]
-        paper_delta = row["value"] - base_paper[key]
-        agree = (ours_delta > 0) == (paper_delta > 0) if ours_delta and paper_delta else None
-        return {True: "same", False: "opposite", None: "no change"}[agree]
+    A strategy label may carry a variant in parentheses (`-/Generic (state_union)`): it is
+    compared with the paper's `-/Generic`."""
+    paper = paper.drop_duplicates(["d_a", "d_b", "strategy"])
+    runs = runs[runs["variant"] == ""].assign(
+        paper_strategy=lambda r: r["strategy"].str.replace(r" \(.*\)$", "", regex=True)
+    )
+    paired = paired_rows(runs)
+    paired = paired.set_index(["d_a", "d_b", "strategy"]) if not paired.empty else None
+    base_paper = paper[paper["strategy"] == BASELINE].set_index(["d_a", "d_b"])["value"]
+    rows = []
+    for (d_a, d_b, strategy, paper_strategy), part in runs.groupby(
+        ["d_a", "d_b", "strategy", "paper_strategy"], sort=False
+    ):
+        published = paper[(paper["d_a"] == d_a) & (paper["d_b"] == d_b)
+                          & (paper["strategy"] == paper_strategy)]  # fmt: skip
+        if published.empty:
+            continue
+        value, model = float(published["value"].iloc[0]), published["model"].iloc[0]
+        row = {"D_A": d_a, "D_B": d_b, "strategy": strategy, "paper model": model,
+               "paper": f"{value:.1f}", "paper Δ": "",
+               "ours": mean_std_text((part["da_final"].astype(float) * 100).tolist()),
+               "ours Δ [95% interval]": "", "verdict": ""}  # fmt: skip
+        if strategy != BASELINE:
+            if (d_a, d_b) in base_paper.index:
+                row["paper Δ"] = f"{value - base_paper[(d_a, d_b)]:+.1f}"
+            if paired is not None and (d_a, d_b, strategy) in paired.index:
+                ours = paired.loc[(d_a, d_b, strategy)]
+                row["ours Δ [95% interval]"] = (f"{ours['difference']:+.1f} "
+                                                f"[{ours['low']:+.1f}, {ours['high']:+.1f}]")
+                row["verdict"] = _direction_verdict(row["paper Δ"], ours["verdict"])
+        rows.append(row)
+    columns = ["D_A", "D_B", "strategy", "paper model", "paper", "paper Δ", "ours",
+               "ours Δ [95% interval]", "verdict"]  # fmt: skip
+    order = _ordered((r["D_A"], r["strategy"]) for r in rows)
+    d_a_rank = {d_a: i for i, (d_a, _) in reversed(list(enumerate(order)))}
+    rows.sort(key=lambda r: (d_a_rank[r["D_A"]], r["D_B"], order.index((r["D_A"], r["strategy"]))))
+    return pd.DataFrame(rows, columns=columns)
 
-    both["direction vs No Mixing"] = both.apply(direction, axis=1)
-    return both.rename(columns={"mean": "ours", "value": "paper"})[
-        ["d_a", "d_b", "strategy", "paper", "ours", "std", "n", "direction vs No Mixing", "table"]
-    ]
+
+def _direction_verdict(paper_delta: str, ours: str) -> str:
+    """Does our established direction match the paper's change from No Mixing?"""
+    if ours == "not established":
+        return "not established"
+    if not paper_delta or float(paper_delta) == 0:
+        return f"ours {ours}; paper: no change"
+    paper_higher = float(paper_delta) > 0
+    return "agrees" if paper_higher == (ours == "higher") else "disagrees"
 
 
 # ---------------------------------------------------------------- figures
@@ -409,10 +539,14 @@ def _save(fig, path: Path) -> Path:
 # ---------------------------------------------------------------- the whole report
 
 
-def write_report(runs_dir: Path, out: Path | None = None, paper: Path | None = None) -> Path:
-    """Tables (md, csv, tex), figures (png) and report.html under `out`; returns the page."""
-    out = out or runs_dir / "report"
-    runs = collect_runs(runs_dir)
+def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
+                 paper: str | Path | None = None) -> Path:  # fmt: skip
+    """Tables (md, csv, tex), figures (png) and report.html under `out`; returns the page.
+
+    `runs_dirs`: runs folders and/or archives; `paper`: `remix` or a YAML of published cells."""
+    dirs = [runs_dirs] if isinstance(runs_dirs, Path) else list(runs_dirs)
+    out = out or dirs[0] / "report"
+    runs = collect_runs(dirs)
     two_stage, multi = runs[runs["stages"] == 2], runs[runs["stages"] >= 3]
     tables = {}
     if not two_stage.empty:
@@ -424,11 +558,18 @@ def write_report(runs_dir: Path, out: Path | None = None, paper: Path | None = N
     if not multi.empty:
         tables["D_A exact match after each stage, runs of 3+ stages (%)"] = stage_table(multi)
     tables["Continual-learning summary over the scored sets (%)"] = summary_table(runs)
+    paired = paired_table(runs)
+    if not paired.empty:
+        tables["D_A after the last stage: each strategy minus No Mixing, fact by fact"] = paired
     if paper is not None:
+        published = load_paper_numbers(paper_numbers_path(paper))
         tables["Paper vs ours: D_A after stage 2 (%)"] = paper_vs_ours(
-            runs, load_paper_numbers(paper)
-        ).set_index(["d_a", "d_b"])
-    command = f"factmem report {runs_dir}" + (f" --out {out}" if out != runs_dir / "report" else "")
+            two_stage, published
+        ).set_index(["D_A", "D_B", "strategy"])
+    command = " ".join(["factmem report", *map(str, dirs)]
+                       + ([f"--out {out}"] if out != dirs[0] / "report" else [])
+                       + ([f"--paper {paper}"] if paper is not None else []))  # fmt: skip
+    runs_dir = " ".join(map(str, dirs))
     made_by = f"{len(runs)} finished runs. Made by `{command}`."
     markdown = [f"# factmem report: {runs_dir}\n", made_by + "\n"]
     for i, (title, table) in enumerate(tables.items(), 1):

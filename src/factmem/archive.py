@@ -1,0 +1,138 @@
+"""Weight-free archives of finished runs: what a grid measured, kept after the machine is gone.
+
+A run folder holds gigabytes of checkpoints beside a few kilobytes of results. An archive
+keeps only the results, in the same layout, so every reader of run folders reads it too:
+
+    <archive>/<grid>/<run>/config.yaml, results.json, run.log, archive.json
+    <archive>/<grid>/<run>/stage<k>/stage.json, training.json, fingerprint
+    <archive>/<grid>/<run>/stage<k>/predictions/<set>.jsonl
+
+`factmem report ARCHIVE` reads it like a runs folder; `factmem grid GRID --archive ARCHIVE`
+skips the runs already in it and archives each run it finishes, so a grid of many hours can
+be completed over several sittings, on several machines, and its report rebuilt anywhere.
+
+By default predictions keep a hash of each prompt and the verdict, not the text: enough for
+the paired statistics (facts are matched by that hash), small, and free of the datasets'
+text, which a repository may not be allowed to redistribute. `with_text=True` keeps it all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from factmem.errors import FactmemError
+from factmem.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+MARKER = "archive.json"
+RUN_FILES = ("config.yaml", "results.json", "run.log")
+STAGE_FILES = ("stage.json", "training.json", "fingerprint")
+
+
+def prediction_key(prompt: str) -> str:
+    """The identity of a fact across runs (same prompt = same fact)."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def is_finished(run_dir: Path) -> bool:
+    results = run_dir / "results.json"
+    if not results.is_file():
+        return False
+    try:
+        return bool(json.loads(results.read_text()).get("finished"))
+    except json.JSONDecodeError:
+        return False
+
+
+def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
+    """Copy a finished run's results (no weights) to `dest`; returns `dest`."""
+    if not is_finished(run_dir):
+        raise FactmemError(f"{run_dir}: not a finished run (results.json with finished: true)")
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, tmp / name)
+    results = json.loads((run_dir / "results.json").read_text())
+    if not with_text:
+        for record in results["stages"]:
+            _drop_quotes(record)
+        write_json_atomic(tmp / "results.json", results)
+    for stage_dir in sorted(run_dir.glob("stage*")):
+        if not (stage_dir / "stage.json").is_file():
+            continue
+        for name in STAGE_FILES:
+            if (stage_dir / name).is_file():
+                if name in ("training.json", "stage.json") and not with_text:
+                    record = _drop_quotes(json.loads((stage_dir / name).read_text()))
+                    write_json_atomic(tmp / stage_dir.name / name, record)
+                else:
+                    (tmp / stage_dir.name).mkdir(exist_ok=True)
+                    shutil.copy2(stage_dir / name, tmp / stage_dir.name / name)
+        for file in sorted((stage_dir / "predictions").glob("*.jsonl")):
+            rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+            if not with_text:
+                rows = [{"key": row.get("key") or prediction_key(row["prompt"]),
+                         "correct": row["correct"], "method": row.get("method")}
+                        for row in rows]  # fmt: skip
+            write_jsonl_atomic(tmp / stage_dir.name / "predictions" / file.name, rows)
+    write_json_atomic(tmp / MARKER, {
+        "archived_from": str(run_dir),
+        "archived_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "with_text": with_text,
+    })  # fmt: skip
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.replace(dest)
+    return dest
+
+
+def _drop_quotes(record: dict) -> dict:
+    """A stage record without the overlap check's examples, which quote factoid answers."""
+    mixing = (record.get("mixture") or {}).get("mixing") or {}
+    if mixing.get("overlap_examples"):
+        mixing["overlap_examples"] = [{"id": x.get("id")} for x in mixing["overlap_examples"]]
+    return record
+
+
+def archive_runs(sources: list[Path], out: Path, with_text: bool = False) -> list[Path]:
+    """Archive every finished run under `sources` (a run, a grid folder or a runs root),
+    keeping each run's path below its grid: `<out>/<grid>/<run>`."""
+    made = []
+    for source in sources:
+        if not source.is_dir():
+            raise FactmemError(f"{source}: no such folder")
+        runs = [source] if is_finished(source) else sorted(
+            p.parent for depth in ("*", "*/*") for p in source.glob(f"{depth}/results.json")
+        )  # fmt: skip
+        for run_dir in runs:
+            if not is_finished(run_dir) or (run_dir / MARKER).is_file():
+                continue  # unfinished, or already an archive
+            made.append(archive_run(run_dir, out / run_dir.parent.name / run_dir.name,
+                                    with_text))  # fmt: skip
+    write_text_atomic(out / "README.md", _readme(out))
+    return made
+
+
+def archived_fingerprints(run_archive: Path) -> list[str] | None:
+    """The stage fingerprints of an archived finished run (None: not an archived run)."""
+    if not (run_archive / MARKER).is_file() or not is_finished(run_archive):
+        return None
+    results = json.loads((run_archive / "results.json").read_text())
+    return [record.get("fingerprint", "") for record in results["stages"]]
+
+
+def _readme(out: Path) -> str:
+    runs = sorted(p.parent.relative_to(out) for p in out.glob(f"*/*/{MARKER}"))
+    lines = [
+        "# factmem archive of finished runs (no weights)\n",
+        "Made by `factmem archive` or `factmem grid ... --archive`. Rebuild the report with",
+        f"`factmem report {out} --paper remix`; a grid given `--archive {out}` skips these runs.\n",
+        f"{len(runs)} runs:\n",
+        *[f"- {r}" for r in runs],
+    ]
+    return "\n".join(lines) + "\n"

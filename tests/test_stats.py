@@ -1,0 +1,77 @@
+"""Paired statistics on hand-made verdicts whose answers are known."""
+
+import math
+
+import pytest
+
+from factmem.stats import mean_std_text, paired_difference
+
+
+def test_identical_strategies_differ_by_nothing():
+    verdicts = [True, False, True, True, False, False, True, False]
+    result = paired_difference([(verdicts, verdicts), (verdicts[::-1], verdicts[::-1])])
+    assert result.difference == 0.0
+    assert (result.low, result.high) == (0.0, 0.0)
+    assert result.p_value == 1.0
+    assert result.verdict == "not established"
+    assert (result.facts, result.seeds) == (16, 2)
+
+
+def test_a_strategy_that_keeps_every_fact_is_established_higher():
+    result = paired_difference([([True] * 25, [False] * 25), ([True] * 25, [False] * 25)])
+    assert result.difference == 100.0
+    assert (result.low, result.high) == (100.0, 100.0)
+    assert (result.only_strategy, result.only_baseline) == (50, 0)
+    assert math.isclose(result.p_value, 2 * 0.5**50)
+    assert result.verdict == "higher"
+
+
+def test_mcnemar_exact_p_value_by_hand():
+    # 8 facts kept only by the strategy, 2 only by the baseline, 10 by both:
+    # two-sided exact p = 2 * P(X <= 2), X ~ Bin(10, 1/2) = 2 * (1 + 10 + 45) / 1024.
+    strategy = [True] * 8 + [False] * 2 + [True] * 10
+    baseline = [False] * 8 + [True] * 2 + [True] * 10
+    result = paired_difference([(strategy, baseline)])
+    assert (result.only_strategy, result.only_baseline) == (8, 2)
+    assert math.isclose(result.p_value, 2 * 56 / 1024)
+    assert result.difference == pytest.approx(30.0)
+
+
+def test_interval_covers_zero_for_a_small_mixed_difference():
+    # 3 kept only by the strategy and 2 only by the baseline among 40 facts: not established.
+    strategy = [True] * 3 + [False] * 2 + [True] * 15 + [False] * 20
+    baseline = [False] * 3 + [True] * 2 + [True] * 15 + [False] * 20
+    result = paired_difference([(strategy, baseline)])
+    assert result.difference == pytest.approx(2.5)
+    assert result.low < 0 < result.high
+    assert result.verdict == "not established"
+
+
+def test_bootstrap_resamples_within_seeds():
+    # Seed 0: the strategy wins every fact; seed 1: they tie on every fact. Resampling within
+    # seeds keeps each seed's size, so every resample gives exactly 50 points.
+    result = paired_difference([([True] * 10, [False] * 10), ([True] * 10, [True] * 10)])
+    assert (result.low, result.high) == (50.0, 50.0)
+
+
+def test_bootstrap_is_reproducible_and_lower_verdict():
+    strategy = [False] * 12 + [True] * 2 + [True] * 6
+    baseline = [True] * 12 + [False] * 2 + [True] * 6
+    first = paired_difference([(strategy, baseline)])
+    assert first == paired_difference([(strategy, baseline)])
+    assert first.difference == pytest.approx(-50.0)
+    assert first.verdict == "lower"
+
+
+def test_mismatched_pairs_are_an_error():
+    with pytest.raises(ValueError):
+        paired_difference([([True, False], [True])])
+    with pytest.raises(ValueError):
+        paired_difference([])
+
+
+def test_mean_std_text_shows_no_spread_for_one_run():
+    assert mean_std_text([0.5625]) == "0.6 (n=1)"
+    assert mean_std_text([10.0, 20.0, 30.0]) == "20.0 ± 10.0"
+    assert mean_std_text([10.0, 20.0]) == "15.0 ± 7.1 (n=2)"
+    assert mean_std_text([]) == ""
