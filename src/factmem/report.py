@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from factmem.archive import prediction_key
 from factmem.config import ExperimentConfig, load_config
 from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
-from factmem.archive import prediction_key
 from factmem.io import write_text_atomic
 from factmem.stats import mean_std_text, paired_difference
 
