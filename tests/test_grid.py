@@ -251,9 +251,12 @@ def test_every_grid_preset_expands(monkeypatch):
         for profile in (None, "paper"):
             grid = load_grid(preset.stem, profile=profile, data_dir="/data")
             counts = grid.training_counts()
-            assert counts["runs"] >= 9 and counts["trainings"] <= counts["stage_slots"]
+            assert counts["runs"] >= 8 and counts["trainings"] <= counts["stage_slots"]
             sizes = {s.size for r in grid.runs for s in r.config.stages}
-            assert sizes == ({2000} if profile else {16}), preset.name
+            if profile:
+                assert sizes == {2000}, preset.name
+            else:  # sized for this machine
+                assert max(sizes) <= 64, preset.name
 
 
 def test_grids_under_one_root_share_stages(tiny_model_dir, tmp_path, monkeypatch):
@@ -267,3 +270,40 @@ def test_grids_under_one_root_share_stages(tiny_model_dir, tmp_path, monkeypatch
     run_grid(second, progress=False)
     assert trained == ["replay-0.5_seed0/stage2"]  # the rest came from the first grid
     assert _science(second)["no-mixing_seed0"] == _science(first)["no-mixing_seed0"]
+
+
+def test_a_grid_completes_from_its_archive_on_a_new_machine(tiny_model_dir, tmp_path, monkeypatch,
+                                                            capsys):  # fmt: skip
+    """Runs archived in one sitting are skipped in the next, even with runs/ gone (a new
+    machine); only the runs the archive lacks train, and the report reads the archive."""
+    archive = tmp_path / "archive"
+    axes = {"strategy": {"No Mixing": {}}, "seed": [0, 1]}
+    first = load_grid(_grid_file(tmp_path / "a", tiny_model_dir, axes=axes))
+    run_grid(first, progress=False, archive=archive)
+    assert sorted(p.name for p in (archive / "g").iterdir()) == ["no-mixing_seed0",
+                                                                 "no-mixing_seed1"]
+    assert not list(archive.rglob("*.safetensors"))
+    expected = _science(first)
+    shutil.rmtree(tmp_path / "a" / "runs")  # the machine is gone; the archive is kept
+    wider = {"strategy": {"No Mixing": {}, "Replay 0.5": {"stages[1].replay": {"fraction": 0.5}}},
+             "seed": [0, 1]}  # fmt: skip
+    second = load_grid(_grid_file(tmp_path / "b", tiny_model_dir, axes=wider))
+    assert "2 archived, 2 pending" in status_table(second, archive)
+    trained = _count_trainings(monkeypatch)
+    run_grid(second, progress=False, archive=archive)
+    # the replay runs need stage 1, whose weights were not archived: trained again, once each
+    assert sorted(trained) == ["replay-0.5_seed0/stage1", "replay-0.5_seed0/stage2",
+                               "replay-0.5_seed1/stage1", "replay-0.5_seed1/stage2"]
+    assert "4 archived" in status_table(second, archive)
+    assert not (second.runs[0].run_dir / "results.json").exists()  # skipped, not rerun
+    for name, stages in expected.items():
+        archived = json.loads((archive / "g" / name / "results.json").read_text())
+        assert [(s["accuracy"], [round(h["loss"], 5) for h in s["loss_curve"]])
+                for s in archived["stages"]] == stages  # fmt: skip
+    assert main(["report", str(archive), "--out", str(tmp_path / "report")]) == 0
+    runs_csv = (tmp_path / "report" / "runs.csv").read_text()
+    assert runs_csv.count("no-mixing_seed") == 2 and runs_csv.count("replay-0.5_seed") == 2
+    # a changed setting is a different run: the archive does not stand in for it
+    changed = load_grid(_grid_file(tmp_path / "c", tiny_model_dir, axes=axes),
+                        overrides=["training.learning_rate=0.02"])  # fmt: skip
+    assert "2 pending" in status_table(changed, archive)

@@ -1,4 +1,4 @@
-"""`factmem run | grid | report | lens | gradients | filter | prepare-model | fields | datasets`."""
+"""`factmem run | grid | report | archive | lens | gradients | filter | ...`: the commands."""
 
 from __future__ import annotations
 
@@ -90,9 +90,10 @@ def cmd_grid(args: argparse.Namespace) -> None:
     from factmem.grid import describe_plan, load_grid, run_grid, status_table
 
     grid = load_grid(args.grid, args.set or [], args.profile, args.data_dir)
+    archive = Path(args.archive) if args.archive else None
     if args.status:
         print(describe_plan(grid))
-        print(status_table(grid))
+        print(status_table(grid, archive))
         return
     if args.dry_run:
         print(describe_plan(grid))
@@ -100,11 +101,18 @@ def cmd_grid(args: argparse.Namespace) -> None:
             print(f"  {run.name}: " + ", ".join(f"{k}={v}" for k, v in run.tags.items()))
         return
     _setup_logging(grid.directory, args.quiet)
-    run_grid(grid, args.backend, progress=not args.quiet, **(
+    run_grid(grid, args.backend, progress=not args.quiet, archive=archive, **(
         {"address": args.address, "cpus": args.cpus_per_stage, "gpus": args.gpus_per_stage}
         if args.backend == "ray" else {}))  # fmt: skip
-    print(status_table(grid))
-    print(f"\nreport: factmem report {grid.directory}")
+    print(status_table(grid, archive))
+    print(f"\nreport: factmem report {archive / grid.name if archive else grid.directory}")
+
+
+def cmd_archive(args: argparse.Namespace) -> None:
+    from factmem.archive import archive_runs
+
+    made = archive_runs([Path(s) for s in args.sources], Path(args.out), args.with_text)
+    print(f"archived {len(made)} finished runs (no weights) in {args.out}/")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -185,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     grid.add_argument("--cpus-per-stage", type=float, default=1.0, help="Ray: CPUs per stage")
     grid.add_argument("--gpus-per-stage", type=float, default=0.0, help="Ray: GPUs per stage")
+    grid.add_argument("--archive", metavar="DIR", help="skip runs already archived in DIR and "
+                      "archive each finished run there (results, no weights; see factmem "
+                      "archive), so a grid can be finished over several machines")  # fmt: skip
     grid.add_argument("--status", action="store_true", help="what is done, running, failed")
     grid.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     grid.add_argument("--quiet", action="store_true")
@@ -203,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     grads.add_argument("-n", type=int, default=32, help="examples per set")
     grads.add_argument("--mix-from", help="take D_B+D_M from this run's next-stage mixture")
     grads.set_defaults(func=cmd_gradients)
+    arch = sub.add_parser("archive", help="copy finished runs' results (no weights) to a folder")
+    arch.add_argument("sources", nargs="+", help="run directories, grid folders or a runs root")
+    arch.add_argument("--out", required=True, help="the archive folder (<out>/<grid>/<run>/)")
+    arch.add_argument("--with-text", action="store_true", help="keep prompts, answers and "
+                      "outputs in predictions (default: a hash of each prompt and the verdict)")
+    arch.set_defaults(func=cmd_archive)
     report = sub.add_parser("report", help="tables, figures and an HTML page from finished runs")
     report.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",
                         help="grid directories, folders of run directories, or archives "

@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from factmem.archive import archive_run, archived_fingerprints
 from factmem.config import (
     ExperimentConfig,
     apply_overrides,
@@ -274,10 +275,22 @@ def stage_finished(run: GridRun, index: int) -> bool:
     )
 
 
-def run_state(run: GridRun) -> dict:
-    """finished / running / failed / interrupted / pending, with stages done and detail."""
-    done = sum(stage_finished(run, k) for k in range(len(run.config.stages)))
+def archived(run: GridRun, archive: Path | None) -> bool:
+    """The run is in the archive (same grid and run name) with the same stage fingerprints."""
+    if archive is None:
+        return False
+    fingerprints = archived_fingerprints(archive / run.run_dir.parent.name / run.name)
+    wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
+    return fingerprints == wanted
+
+
+def run_state(run: GridRun, archive: Path | None = None) -> dict:
+    """finished / archived / running / failed / interrupted / pending, with stages done."""
     total = len(run.config.stages)
+    if archived(run, archive):
+        return {"run": run.name, "state": "archived", "stages_done": total, "stages": total,
+                "detail": ""}  # fmt: skip
+    done = sum(stage_finished(run, k) for k in range(len(run.config.stages)))
     record: dict[str, Any] = {}
     state_file = run.run_dir / STATE_FILE
     if state_file.is_file():
@@ -332,10 +345,10 @@ def _tracked(run: GridRun) -> Iterator[None]:
         write_json_atomic(state_file, base | {"state": "done", "ended": time.time()})
 
 
-def status_table(grid: Grid) -> str:
-    states = [run_state(r) for r in grid.runs]
+def status_table(grid: Grid, archive: Path | None = None) -> str:
+    states = [run_state(r, archive) for r in grid.runs]
     counts = {s: sum(x["state"] == s for x in states) for s in
-              ("finished", "running", "interrupted", "failed", "pending")}  # fmt: skip
+              ("finished", "archived", "running", "interrupted", "failed", "pending")}  # fmt: skip
     lines = [f"grid {grid.name} ({grid.directory}): " + ", ".join(
         f"{n} {s}" for s, n in counts.items() if n)]  # fmt: skip
     width = max(len(r.name) for r in grid.runs)
@@ -407,13 +420,17 @@ def _run_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def run_local(grid: Grid, progress: bool = True) -> list[str]:
-    """Run the grid's runs in order in this process; returns the names of failed runs."""
+def run_local(grid: Grid, progress: bool = True, archive: Path | None = None) -> list[str]:
+    """Run the grid's runs in order in this process; returns the names of failed runs.
+    With an archive, runs found there are skipped and each run finished is archived."""
     from factmem.pipeline import run_experiment
 
     failed = []
     for number, run in enumerate(grid.runs, 1):
-        if run_state(run)["state"] == "finished":
+        state = run_state(run, archive)["state"]
+        if state == "finished":
+            _archive(run, archive)
+        if state in ("finished", "archived"):
             continue
         log.info("run %d/%d: %s (%s)", number, len(grid.runs), run.name,
                  ", ".join(f"{k}={v}" for k, v in run.tags.items()))  # fmt: skip
@@ -423,11 +440,19 @@ def run_local(grid: Grid, progress: bool = True) -> list[str]:
         except Exception as err:  # one broken run must not stop the grid
             log.error("run %s failed: %s (details: %s)", run.name, err, run.run_dir / STATE_FILE)
             failed.append(run.name)
+        else:
+            _archive(run, archive)
     return failed
 
 
-def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0
-            ) -> list[str]:  # fmt: skip
+def _archive(run: GridRun, archive: Path | None) -> None:
+    if archive is not None and not archived(run, archive):
+        dest = archive_run(run.run_dir, archive / run.run_dir.parent.name / run.name)
+        log.info("archived %s -> %s", run.name, dest)
+
+
+def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: float = 0.0,
+            archive: Path | None = None) -> list[str]:  # fmt: skip
     """Submit every unfinished stage as a Ray task, with the stage dependencies as arguments.
 
     Ray starts a task only when the tasks it depends on have finished, so a stage waits for
@@ -444,9 +469,10 @@ def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: flo
     task = ray.remote(run_stage_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
     threads = max(1, int(cpus))
     refs: dict[tuple[int, int], Any] = {}
+    skipped = {i for i, run in enumerate(grid.runs) if archived(run, archive)}
     for job in grid.jobs():
         run = grid.runs[job.run]
-        if stage_finished(run, job.stage):
+        if job.run in skipped or stage_finished(run, job.stage):
             refs[job.run, job.stage] = None
             continue
         deps = [refs[n] for n in job.needs if refs.get(n) is not None]
@@ -465,17 +491,24 @@ def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: flo
         except Exception as err:  # a task's error, or a dependency's
             log.error("%s stage %d failed: %s", name, key[1] + 1, str(err).splitlines()[-1])
             failed.add(name)
+    for i, run in enumerate(grid.runs):
+        if i not in skipped and run_state(run)["state"] == "finished":
+            _archive(run, archive)
     return sorted(failed)
 
 
-def run_grid(grid: Grid, backend: str = "local", progress: bool = True, **ray_options) -> None:
+def run_grid(grid: Grid, backend: str = "local", progress: bool = True,
+             archive: Path | None = None, **ray_options) -> None:  # fmt: skip
     grid.directory.mkdir(parents=True, exist_ok=True)
     write_plan(grid)
     log.info(describe_plan(grid))
+    if archive is not None:
+        log.info("archive %s: %d of %d runs already there", archive,
+                 sum(archived(r, archive) for r in grid.runs), len(grid.runs))  # fmt: skip
     if backend == "local":
-        failed = run_local(grid, progress)
+        failed = run_local(grid, progress, archive)
     elif backend == "ray":
-        failed = run_ray(grid, **ray_options)
+        failed = run_ray(grid, archive=archive, **ray_options)
     else:
         raise ConfigError(f"unknown backend {backend!r}; use local or ray")
     if failed:
