@@ -77,8 +77,41 @@ def test_generic_passages_from_local_files(tmp_path, kind):
         assert e.prompt == PASSAGE_PROMPT + " ".join(words[:50])
         assert e.response == " ".join(words[50:100])
     assert examples == build_mixing(cfg, 5, "s", "unused", FACTS)[0]
-    with pytest.raises(DataError, match="only 12 documents have >= 100 words"):
+    with pytest.raises(DataError, match=r"only 12 passages of 50 \+ 50 words"):
         build_mixing(cfg, 7, "s", "unused", FACTS)
+
+
+def test_long_local_documents_give_many_passages_that_share_no_text(tmp_path):
+    """A corpus of a few long texts (like NLTK's state_union) feeds a whole stage."""
+    path = tmp_path / "speeches.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(3):
+            archive.writestr(f"speech{i}.txt", _doc(i, n=1030))  # 10 passages each, 30 left over
+    cfg = MixingConfig(source="generic", corpus="local", path=str(path))
+    examples, _ = build_mixing(cfg, 15, "s", "unused", FACTS)
+    assert len(examples) == 30
+    seen: set[str] = set()
+    for e in examples:
+        words = e.prompt.removeprefix(PASSAGE_PROMPT).split() + e.response.split()
+        assert len(words) == 100 and not seen & set(words)  # no word of another passage
+        seen |= set(words)
+        doc, first = words[0].removeprefix("w").split("x")
+        assert int(first) % 100 == 0  # consecutive words from a passage boundary
+        assert words == [f"w{doc}x{j}" for j in range(int(first), int(first) + 100)]
+    one_each = MixingConfig(source="generic", corpus="local", path=str(path),
+                            passages_per_document=1)  # fmt: skip
+    with pytest.raises(DataError, match=r"only 3 passages .*\(one per document\)"):
+        build_mixing(one_each, 2, "s", "unused", FACTS)
+
+
+def test_hub_corpora_take_one_passage_per_document_as_the_official_code():
+    from factmem.mixing import passage_stream
+
+    cfg = MixingConfig(source="generic", corpus="fineweb")
+    docs = [_doc(i, n=1000) for i in range(4)]
+    passages = list(passage_stream(docs, "s", cfg, "fineweb", 4))
+    starts = sorted(e.prompt.removeprefix(PASSAGE_PROMPT).split()[0] for e in passages)
+    assert starts == ["w0x0", "w1x0", "w2x0", "w3x0"]
 
 
 def test_overlap_is_reported_or_dropped(tmp_path):

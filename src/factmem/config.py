@@ -204,7 +204,15 @@ class MixingConfig(_Strict):
     pool_size: int = Field(
         20000,
         gt=0,
-        description="generic: sample from the first N usable documents (official: 20000).",
+        description="generic: sample from the first N passages (official: 20000 documents).",
+    )
+    passages_per_document: int | None = Field(
+        None,
+        ge=1,
+        description="generic: passages cut from one document, each from its own consecutive "
+        "words (no two share text). Default: 1 for the hub corpora and model passages (the "
+        "official code takes each document's start); every one that fits for corpus=local, "
+        "so a few long texts (e.g. NLTK's state_union) can feed a stage.",
     )
     overlap: Literal["report", "drop", "off"] = Field(
         "report",

@@ -3,8 +3,9 @@
 REMIX (the paper) mixes data unrelated to the factoids into a stage, D:D_M = 1:ratio:
   random word sequences   words drawn uniformly from Webster's 2nd (NLTK `words`, the
                           `web2` list of the `english-words` package)
-  generic text            "Complete the following partial passage:\\n\\n" + the first 50 words of
-                          a document -> its next 50 words (documents of >= 100 words)
+  generic text            "Complete the following partial passage:\\n\\n" + 50 words of a
+                          document -> its next 50 words (documents of >= 100 words; a long
+                          local document gives several passages, none sharing text)
 Replay mixes a fraction r of every earlier stage's set back in.
 
 Every draw is seeded by the run's seed, so the same config gives the same mixture.
@@ -97,16 +98,22 @@ def random_word_stream(seed: int | str, cfg: MixingConfig) -> Iterator[Example]:
 # ------------------------------------------------------------------------ generic text
 
 
-def passage_example(document: str, prefix: int, continuation: int) -> Example | None:
-    """A document of >= prefix + continuation words -> (prompt, continuation), else None."""
+def document_passages(document: str, prefix: int, continuation: int,
+                      limit: int | None = None) -> list[Example]:  # fmt: skip
+    """(prompt, continuation) pairs cut from a document's consecutive words: the first
+    prefix + continuation words, then the next as many, ... (at most `limit`); none shares
+    a word with another. A document shorter than one passage gives none."""
     words = document.split()
-    if len(words) < prefix + continuation:
-        return None
-    return Example(
-        PASSAGE_PROMPT + " ".join(words[:prefix]),
-        " ".join(words[prefix : prefix + continuation]),
-        meta={"kind": "mixing"},
-    )
+    size = prefix + continuation
+    count = len(words) // size if limit is None else min(limit, len(words) // size)
+    return [
+        Example(
+            PASSAGE_PROMPT + " ".join(words[i * size : i * size + prefix]),
+            " ".join(words[i * size + prefix : (i + 1) * size]),
+            meta={"kind": "mixing"},
+        )
+        for i in range(count)
+    ]
 
 
 def local_documents(path: str, field: str | None) -> Iterator[str]:
@@ -156,23 +163,29 @@ def _field_values(rows: Iterable[dict], field: str, source: str) -> Iterator[str
 
 def passage_stream(documents: Iterable[str], seed: int | str, cfg: MixingConfig, source: str,
                    needed: int) -> Iterator[Example]:  # fmt: skip
-    """Passages from the first `cfg.pool_size` usable documents, in a seeded random order.
+    """The first `cfg.pool_size` passages of the documents, in a seeded random order.
 
     The official code takes the first 20,000 documents with >= 100 words and samples from
-    them; pool_size is that number.
+    them, one passage each; pool_size is that number. A local corpus gives every passage
+    that fits in each document unless `passages_per_document` says otherwise.
     """
+    per_document = cfg.passages_per_document
+    if per_document is None and cfg.corpus != "local":
+        per_document = 1
     pool: list[Example] = []
     for document in documents:
-        example = passage_example(document, cfg.prefix_words, cfg.continuation_words)
-        if example is not None:
-            pool.append(example)
-            if len(pool) >= cfg.pool_size:
-                break
+        pool += document_passages(document, cfg.prefix_words, cfg.continuation_words,
+                                  per_document)  # fmt: skip
+        if len(pool) >= cfg.pool_size:
+            del pool[cfg.pool_size :]
+            break
     if len(pool) < needed:
+        each = "one per document" if per_document == 1 else f"up to {per_document or 'all'} " \
+            "per document"
         raise DataError(
-            f"{source}: only {len(pool)} documents have >= "
-            f"{cfg.prefix_words + cfg.continuation_words} words; the stage needs {needed} "
-            "(lower mixing.ratio or the word counts, or add text)"
+            f"{source}: only {len(pool)} passages of {cfg.prefix_words} + "
+            f"{cfg.continuation_words} words ({each}); the stage needs {needed} (lower "
+            "mixing.ratio or the word counts, raise mixing.passages_per_document, or add text)"
         )
     random.Random(f"factmem-generic-{seed}").shuffle(pool)
     for i, e in enumerate(pool):
