@@ -241,6 +241,29 @@ def test_profiles_and_the_data_dir_placeholder(tiny_model_dir, tmp_path, monkeyp
         load_grid(unknown)
 
 
+def test_axis_values_set_vars_and_vars_use_vars(tiny_model_dir, tmp_path, monkeypatch):
+    """`{d_a}_id` follows the D_A axis; a var built from vars follows --data-dir."""
+    monkeypatch.delenv("FACTMEM_DATA_DIR", raising=False)
+    axes = {
+        "D_A": {"kvr": {"vars": {"d_a": "kvr"}},
+                "popqa": {"vars": {"d_a": "popqa", "d_a_path": "{data_dir}/popqa.json"},
+                          "stages[0].dataset": "popqa", "stages[0].path": "{d_a_path}"}},
+        "D_B": {"ID": {"stages[1].dataset": "{d_a}_id", "stages[1].path": "{d_a_path}"},
+                "mixed": {"stages[1].mixing": "{generic}"}},
+    }  # fmt: skip
+    variables = {"d_a_path": None, "words": 7, "corpus_path": "{data_dir}/c.zip",
+                 "generic": {"source": "generic", "corpus": "local", "path": "{corpus_path}",
+                             "prefix_words": "{words}"}}  # fmt: skip
+    path = _grid_file(tmp_path, tiny_model_dir, axes=axes, vars=variables)
+    runs = {r.name: r.config for r in load_grid(path, data_dir="/d").runs}
+    assert runs["kvr_id"].stages[1].dataset == "kvr_id" and runs["kvr_id"].stages[1].path is None
+    assert runs["popqa_id"].stages[1].dataset == "popqa_id"
+    assert runs["popqa_id"].stages[1].path == "/d/popqa.json"
+    mixing = runs["popqa_mixed"].stages[1].mixing
+    assert (mixing.path, mixing.prefix_words) == ("/d/c.zip", 7)
+    assert load_grid(path).runs[3].config.stages[1].mixing.path is None  # no data dir
+
+
 def test_every_grid_preset_expands(monkeypatch):
     from pathlib import Path
 

@@ -13,6 +13,8 @@ A grid file (`factmem grid GRID.yaml`):
       stages[1].dataset: [kvr_id, lama]   # a plain axis: a field path and its values
       seed: [0, 1, 2]
     vars: {size: 16}              # `{size}` anywhere in a value is replaced by 16
+                                  # (a labelled value may set its own: `kvr: {vars: {d_a: kvr}}`,
+                                  # e.g. so that `stages.1.dataset: "{d_a}_id"` follows D_A)
     profiles:                     # named sets of vars, chosen with --profile NAME
       paper: {size: 2000}
 
@@ -153,6 +155,10 @@ def load_grid(
                               f"{', '.join(profiles) or 'none'}")  # fmt: skip
         variables |= profiles[profile]
     variables["data_dir"] = data_dir or os.environ.get("FACTMEM_DATA_DIR")
+    # vars may use other vars: `corpus_path: "{data_dir}/nltk/state_union.zip"`
+    for _ in range(5):  # a var inside a var inside a var ... (no cycles in practice)
+        variables |= _fill({k: v for k, v in variables.items() if k != "data_dir"}, variables,
+                           f"{grid_path}: vars")  # fmt: skip
     last: dict[str, Any] = {}  # --set on the command line: every run, after the axes
     for text in overrides:
         if "=" not in text:
@@ -173,9 +179,13 @@ def load_grid(
         run_name = "_".join(_slug(label, name) for name, label, _ in point) or str(data["name"])
         where = f"{grid_path} ({', '.join(f'{k}={v}' for k, v in tags.items()) or 'base'})"
         config_data = json.loads(json.dumps(base))  # a deep copy
-        apply_overrides(config_data, _fill(common, variables, where), where)
+        point_vars = dict(variables)  # a labelled axis value may set vars for the whole point
         for _, _, values in point:
-            apply_overrides(config_data, _fill(values, variables, where), where)
+            point_vars |= _fill(values.get("vars") or {}, variables, where)
+        apply_overrides(config_data, _fill(common, point_vars, where), where)
+        for _, _, values in point:
+            values = {k: v for k, v in values.items() if k != "vars"}
+            apply_overrides(config_data, _fill(values, point_vars, where), where)
         apply_overrides(config_data, last, where)
         config_data |= {"name": run_name, "output_dir": str(directory), "share_stages": True,
                         "tags": config_data.get("tags", {}) | tags}  # fmt: skip
@@ -237,6 +247,10 @@ def _read_axes(axes: Any, source: Path) -> list[tuple[str, list[tuple[str, dict]
         elif isinstance(values, dict) and values:
             bundles = []
             for label, overrides in values.items():
+                if isinstance(overrides, dict) and not isinstance(overrides.get("vars", {}),
+                                                                   dict):  # fmt: skip
+                    raise ConfigError(f"{source}: axes.{name}.{label}.vars: expected a mapping "
+                                      "of var name -> value")  # fmt: skip
                 if not isinstance(overrides, dict):
                     raise ConfigError(f"{source}: axes.{name}.{label}: expected a mapping of "
                                       f"field path -> value, got {overrides!r}")  # fmt: skip
