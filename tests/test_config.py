@@ -1,6 +1,7 @@
 """Config validation: every mistake is named with its field and line."""
 
 import pytest
+import yaml
 
 from factmem.config import describe_fields, load_config
 from factmem.errors import ConfigError
@@ -181,3 +182,18 @@ def test_extends_merges_stage_by_stage(tmp_path):
     loop.write_text(f"extends: {loop}\n")
     with pytest.raises(ConfigError, match="loops back"):
         load_config(loop)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".", "/abs", "x y"])
+def test_a_run_name_cannot_leave_the_output_folder(name, tmp_path, capsys):
+    from factmem.cli import main
+
+    data = {"name": name, "model": "unused", "stages": [{"dataset": "kvr", "size": 2,
+                                                          "stop": {"epochs": 1}}]}  # fmt: skip
+    with pytest.raises(ConfigError, match="name: .*not a plain folder name"):
+        load_config(data)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data | {"name": "fine"}))
+    assert main(["run", str(config), "--name", name, "--output-dir", str(tmp_path / "out")]) == 2
+    assert "not a plain folder name" in capsys.readouterr().err
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()

@@ -330,3 +330,13 @@ def test_a_grid_completes_from_its_archive_on_a_new_machine(tiny_model_dir, tmp_
     changed = load_grid(_grid_file(tmp_path / "c", tiny_model_dir, axes=axes),
                         overrides=["training.learning_rate=0.02"])  # fmt: skip
     assert "2 pending" in status_table(changed, archive)
+
+
+def test_a_grid_name_cannot_leave_the_output_folder(tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="name: .*not a plain folder name"):
+        load_grid(_grid_file(tmp_path, tiny_model_dir, name="../outside"))
+    labels = {"strategy": {"../../up": {}, "a/b": {}}}  # labels become safe run names
+    grid = load_grid(_grid_file(tmp_path, tiny_model_dir, axes=labels))
+    assert [r.name for r in grid.runs] == [".._.._up", "a_b"]  # one folder each, no '/'
+    for run in grid.runs:
+        assert run.run_dir.resolve().parent == grid.directory.resolve()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -388,6 +389,14 @@ class EvaluationConfig(_Strict):
     )
 
 
+def check_folder_name(name: str) -> str:
+    """One plain folder name: letters, digits, `.`, `_`, `-`; not `.` or `..`, no `/`."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or set(name) == {"."}:
+        raise ValueError(f"{name!r} is not a plain folder name (letters, digits, '.', '_', '-'; "
+                         "no '/' or '..'): run folders stay inside output_dir")  # fmt: skip
+    return name
+
+
 # Bump when a setting's default value changes: fingerprints leave defaults out.
 FINGERPRINT_VERSION = 1
 
@@ -421,6 +430,12 @@ class ExperimentConfig(_Strict):
         default_factory=EvaluationConfig, description="Exact-match scoring settings."
     )
     stages: list[StageConfig] = Field(min_length=1, description="Training stages, in order.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_folder(cls, name: str) -> str:
+        """A run name becomes a folder under output_dir: it must not reach outside it."""
+        return check_folder_name(name)
 
     @field_validator("stages")
     @classmethod

@@ -53,6 +53,7 @@ from factmem.archive import archive_run, archived_fingerprints
 from factmem.config import (
     ExperimentConfig,
     apply_overrides,
+    check_folder_name,
     find_config,
     load_config,
     read_config_data,
@@ -146,6 +147,10 @@ def load_grid(
     for required in ("name", "base"):
         if not data.get(required):
             raise ConfigError(f"{grid_path}: `{required}` is required")
+    try:
+        check_folder_name(str(data["name"]))
+    except ValueError as err:
+        raise ConfigError(f"{grid_path}: name: {err}") from None
     common = dict(data.get("set") or {})
     variables = dict(data.get("vars") or {})
     profiles = data.get("profiles") or {}
