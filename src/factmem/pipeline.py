@@ -31,6 +31,7 @@ from factmem.distributed import barrier, is_main
 from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
+from factmem.integrity import json_problem, model_problem, stage_problem
 from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.methods import (
     AdapterAnchor,
@@ -155,11 +156,16 @@ def run_experiment(
         stage_dir = run_dir / f"stage{index + 1}"
         record_file = stage_dir / "stage.json"
         if record_file.is_file():
-            log.info(
-                "stage %d (%s): finished earlier, skipping", index + 1, config.stage_name(index)
-            )
-            records.append(json.loads(record_file.read_text()))
-            continue
+            problem = stage_problem(stage_dir, config.stages[index].train)
+            if problem is None:
+                log.info("stage %d (%s): finished earlier, skipping", index + 1,
+                         config.stage_name(index))  # fmt: skip
+                records.append(json.loads(record_file.read_text()))
+                continue
+            log.warning("stage %d: %s; doing the stage again", index + 1, problem)
+            if is_main():
+                _forget_stage(stage_dir)
+            barrier()
         trained_before = [j for j in range(index) if config.stages[j].train]
         previous = (
             str(run_dir / f"stage{trained_before[-1] + 1}" / "model") if trained_before
@@ -191,8 +197,18 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     examples = stage_sets[index]  # the stage's own factoids: stop rules look at these
     trained_file = stage_dir / "training.json"
     if trained_file.is_file() and (stage_dir / "model").is_dir():
-        log.info("stage %d: already trained, scoring the saved model", index + 1)
-        return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
+        problem = json_problem(trained_file) or (
+            model_problem(stage_dir / "model") if stage.train else None
+        )
+        if problem is None:
+            log.info("stage %d: already trained, scoring the saved model", index + 1)
+            return load_model(str(stage_dir / "model"), tokenizer), json.loads(
+                trained_file.read_text()
+            )
+        log.warning("stage %d: %s; training the stage again", index + 1, problem)
+        if is_main():
+            _forget_stage(stage_dir)
+        barrier()
     shared = _shared_stage(stage_dir, config.fingerprint(index)) if config.share_stages else None
     if shared is not None:
         log.info("stage %d: same fingerprint as %s, reusing its model", index + 1, shared)
@@ -320,8 +336,23 @@ def _shared_stage(stage_dir: Path, fingerprint: str) -> Path | None:
             and (candidate / "training.json").is_file()
             and (candidate / "model").is_dir()
         ):
-            return candidate
+            problem = json_problem(candidate / "training.json") or model_problem(
+                candidate / "model"
+            )
+            if problem is None:
+                return candidate
+            log.warning("not reusing %s: %s", candidate, problem)
     return None
+
+
+def _forget_stage(stage_dir: Path) -> None:
+    """Remove a stage's damaged results (its fingerprint and resumable checkpoints stay).
+    The model is removed link by link: a shared stage's files are hard links, and the run
+    it was shared from checks its own copy when it next reuses it."""
+    for name in ("stage.json", "training.json"):
+        (stage_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(stage_dir / "model", ignore_errors=True)
+    shutil.rmtree(stage_dir / "predictions", ignore_errors=True)
 
 
 def _copy_stage(source: Path, stage_dir: Path) -> None:

@@ -1,0 +1,51 @@
+"""Is a finished stage's output whole? Checked before it is skipped, resumed from or shared.
+
+factmem writes atomically, but a disk can fill, a copy can be cut short, a user can edit by
+hand, and shared stages are hard links: one damaged file would damage every run that reuses
+it. So nothing is reused on the strength of a marker file alone: the JSON records must parse
+and every safetensors file of the model must open with its whole header covered (safetensors
+checks that the tensors it declares fit in the file, which a truncated file fails).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def json_problem(path: Path) -> str | None:
+    """Why `path` is not a readable JSON file (None: it is)."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{path} is missing"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return f"{path} is not valid JSON ({err})"
+    return None
+
+
+def model_problem(folder: Path) -> str | None:
+    """Why the saved model in `folder` cannot be used (None: it can)."""
+    from safetensors import safe_open
+
+    if not folder.is_dir():
+        return f"{folder} is missing"
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return f"{folder} holds no *.safetensors file"
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own error types for bad files
+            return f"{file} is damaged ({err})"
+    return json_problem(folder / "config.json")
+
+
+def stage_problem(stage_dir: Path, trained: bool) -> str | None:
+    """Why a stage folder that looks finished cannot be reused (None: it can)."""
+    for record in ("stage.json", "training.json"):
+        problem = json_problem(stage_dir / record)
+        if problem:
+            return problem
+    return model_problem(stage_dir / "model") if trained else None

@@ -1,0 +1,74 @@
+"""Torn or corrupt files are detected and redone, never used (tiny model, files cut by hand)."""
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from factmem.errors import FactmemError
+from factmem.integrity import model_problem, stage_problem
+from factmem.pipeline import run_experiment
+from test_pipeline import _config
+
+
+def _science(results: dict) -> list:
+    return [(s["accuracy"], [h["loss"] for h in s["loss_curve"]]) for s in results["stages"]]
+
+
+def _cut_in_half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.fixture
+def finished(tiny_model_dir, tmp_path):
+    """A finished two-stage run and its results."""
+    config = _config(tiny_model_dir, tmp_path)
+    return config, run_experiment(config, progress=False), tmp_path / "runs" / "tiny"
+
+
+def test_a_truncated_model_is_found_and_its_stage_trained_again(finished, caplog):
+    config, reference, run = finished
+    weights = run / "stage1" / "model" / "model.safetensors"
+    _cut_in_half(weights)
+    problem = model_problem(run / "stage1" / "model")
+    assert problem and "model.safetensors is damaged" in problem
+    shutil.rmtree(run / "stage2")
+    with caplog.at_level(logging.WARNING):
+        again = run_experiment(config, progress=False)
+    assert "stage 1: " in caplog.text and "doing the stage again" in caplog.text
+    assert _science(again) == _science(reference)  # retrained from scratch, same seed
+    assert model_problem(run / "stage1" / "model") is None
+
+
+def test_a_half_written_record_is_redone(finished, caplog):
+    config, reference, run = finished
+    _cut_in_half(run / "stage2" / "stage.json")
+    assert "stage.json is not valid JSON" in stage_problem(run / "stage2", trained=True)
+    with caplog.at_level(logging.WARNING):
+        again = run_experiment(config, progress=False)
+    assert "stage 2: " in caplog.text and "not valid JSON" in caplog.text
+    assert _science(again) == _science(reference)
+
+
+def test_a_damaged_stage_is_not_shared_with_a_sibling_run(finished, tiny_model_dir, tmp_path,
+                                                          caplog):  # fmt: skip
+    config, reference, run = finished
+    _cut_in_half(run / "stage1" / "model" / "model.safetensors")
+    sibling = _config(tiny_model_dir, tmp_path, name="sibling")
+    with caplog.at_level(logging.WARNING):
+        results = run_experiment(sibling, progress=False)
+    assert "not reusing" in caplog.text and "damaged" in caplog.text
+    assert "shared_from" not in json.loads((tmp_path / "runs" / "sibling" / "stage1" /
+                                            "training.json").read_text())  # fmt: skip
+    assert _science(results) == _science(reference)
+
+
+def test_an_empty_results_file_is_named_by_the_report(finished, tmp_path):
+    from factmem.report import collect_runs
+
+    _, _, run = finished
+    (run / "results.json").write_text("")
+    with pytest.raises(FactmemError, match="results.json: not valid JSON"):
+        collect_runs(tmp_path / "runs")
