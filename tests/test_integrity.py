@@ -5,11 +5,11 @@ import logging
 import shutil
 
 import pytest
+from test_pipeline import _config
 
 from factmem.errors import FactmemError
 from factmem.integrity import model_problem, stage_problem
 from factmem.pipeline import run_experiment
-from test_pipeline import _config
 
 
 def _science(results: dict) -> list:
@@ -72,3 +72,39 @@ def test_an_empty_results_file_is_named_by_the_report(finished, tmp_path):
     (run / "results.json").write_text("")
     with pytest.raises(FactmemError, match="results.json: not valid JSON"):
         collect_runs(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("error", ["ENOSPC", "EACCES"])
+def test_a_failed_write_leaves_the_run_resumable(tiny_model_dir, tmp_path, monkeypatch, capsys,
+                                                 error):  # fmt: skip
+    """The disk fills (or a folder turns read-only) while stage 2's results are written."""
+    import errno
+    import os
+
+    import yaml
+
+    import factmem.io as io
+    from factmem.cli import main
+
+    config = _config(tiny_model_dir, tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("stage2/stage.json"):
+            raise OSError(getattr(errno, error), os.strerror(getattr(errno, error)), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", failing)
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run the same command again" in err
+    assert os.strerror(getattr(errno, error)) in err and "stage2/stage.json" in err
+    run = tmp_path / "runs" / "tiny"
+    assert not (run / "stage2" / "stage.json").exists()  # nothing looks finished
+    assert not list(run.rglob(".stage.json.*"))  # no temporary file left behind
+    assert not json.loads((run / "results.json").read_text())["finished"]
+    monkeypatch.setattr(io.os, "replace", real)
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert json.loads((run / "results.json").read_text())["finished"]

@@ -237,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `factmem ... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # a full disk, a read-only folder: every write is atomic
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"factmem: error: {err.strerror or err}{where}; no half-written file was left "
+              "as finished: fix that and run the same command again to resume",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print("\nfactmem: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
