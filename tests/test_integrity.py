@@ -108,3 +108,13 @@ def test_a_failed_write_leaves_the_run_resumable(tiny_model_dir, tmp_path, monke
     monkeypatch.setattr(io.os, "replace", real)
     assert main(["run", str(path), "--quiet"]) == 0
     assert json.loads((run / "results.json").read_text())["finished"]
+
+
+def test_the_same_config_and_seed_give_identical_results(finished, tiny_model_dir, tmp_path):
+    """Within one machine: same predictions and losses, bit for bit (issue 14, item 6)."""
+    _, reference, run = finished
+    twin = _config(tiny_model_dir, tmp_path, name="twin", share_stages=False)
+    again = run_experiment(twin, progress=False)
+    assert _science(again) == _science(reference)
+    for file in sorted(run.glob("stage*/predictions/*.jsonl")):
+        assert (tmp_path / "runs" / "twin" / file.relative_to(run)).read_text() == file.read_text()
