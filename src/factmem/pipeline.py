@@ -21,8 +21,12 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from factmem.config import ExperimentConfig, config_to_yaml
 from factmem.data.example import Example, encode_example
@@ -152,34 +156,65 @@ def run_experiment(
     records: list[dict] = []
     last = len(config.stages) - 1 if upto is None else upto
     for index in range(last + 1):
-        barrier()  # ranks > 0 read what rank 0 wrote for the previous stage
         stage_dir = run_dir / f"stage{index + 1}"
-        record_file = stage_dir / "stage.json"
-        if record_file.is_file():
-            problem = stage_problem(stage_dir, config.stages[index].train)
-            if problem is None:
-                log.info("stage %d (%s): finished earlier, skipping", index + 1,
-                         config.stage_name(index))  # fmt: skip
-                records.append(json.loads(record_file.read_text()))
+        with _stage_lock(run_dir, config.fingerprint(index)):
+            barrier()  # ranks > 0 read what rank 0 wrote for the previous stage
+            record = _finished_record(config, index, stage_dir)
+            if record is not None:
+                records.append(record)
                 continue
-            log.warning("stage %d: %s; doing the stage again", index + 1, problem)
+            trained_before = [j for j in range(index) if config.stages[j].train]
+            previous = (
+                str(run_dir / f"stage{trained_before[-1] + 1}" / "model") if trained_before
+                else base_path
+            )  # fmt: skip
+            records.append(
+                _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
+            )
             if is_main():
-                _forget_stage(stage_dir)
-            barrier()
-        trained_before = [j for j in range(index) if config.stages[j].train]
-        previous = (
-            str(run_dir / f"stage{trained_before[-1] + 1}" / "model") if trained_before
-            else base_path
-        )  # fmt: skip
-        records.append(
-            _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
-        )
-        if is_main():
-            _write_results(run_dir, config, records)
+                _write_results(run_dir, config, records)
     barrier()
     if not is_main():
         return {}  # rank 0 scores and writes results.json
     return _write_results(run_dir, config, records)
+
+
+@contextmanager
+def _stage_lock(run_dir: Path, fingerprint: str) -> Iterator[None]:
+    """One process at a time works on a stage (by fingerprint, so sibling runs that would
+    share it wait too): a second `factmem run` or grid on the same folder waits, then finds
+    the stage finished or shareable. An OS file lock, so a killed holder never keeps it.
+    Only rank 0 of a multi-process launch locks; the other ranks follow it at barriers."""
+    if not is_main():
+        yield
+        return
+    lock = FileLock(run_dir.parent / ".locks" / f"{fingerprint}.lock")
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        log.info("another process is working on this stage (%s); waiting for it", lock.lock_file)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _finished_record(config: ExperimentConfig, index: int, stage_dir: Path) -> dict | None:
+    """The stage's record if it finished earlier and its files are whole; a damaged stage
+    is cleared so that it is done again."""
+    record_file = stage_dir / "stage.json"
+    if not record_file.is_file():
+        return None
+    problem = stage_problem(stage_dir, config.stages[index].train)
+    if problem is None:
+        log.info("stage %d (%s): finished earlier, skipping", index + 1, config.stage_name(index))
+        return json.loads(record_file.read_text())
+    log.warning("stage %d: %s; doing the stage again", index + 1, problem)
+    if is_main():
+        _forget_stage(stage_dir)
+    barrier()
+    return None
 
 
 def _score(model, tokenizer, examples, mode, evaluation, progress: bool):
