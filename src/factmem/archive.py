@@ -114,7 +114,7 @@ def archive_runs(sources: list[Path], out: Path, with_text: bool = False) -> lis
                 continue  # unfinished, or already an archive
             made.append(archive_run(run_dir, out / run_dir.parent.name / run_dir.name,
                                     with_text))  # fmt: skip
-    write_text_atomic(out / "README.md", _readme(out))
+    write_readme(out)
     return made
 
 
@@ -124,6 +124,11 @@ def archived_fingerprints(run_archive: Path) -> list[str] | None:
         return None
     results = json.loads((run_archive / "results.json").read_text())
     return [record.get("fingerprint", "") for record in results["stages"]]
+
+
+def write_readme(out: Path) -> None:
+    """The archive's README: what it is, how to use it, which runs it holds."""
+    write_text_atomic(out / "README.md", _readme(out))
 
 
 def _readme(out: Path) -> str:

@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from factmem.archive import archive_run, archived_fingerprints
+from factmem.archive import archive_run, archived_fingerprints, write_readme
 from factmem.config import (
     ExperimentConfig,
     apply_overrides,
@@ -467,6 +467,7 @@ def run_local(grid: Grid, progress: bool = True, archive: Path | None = None) ->
 def _archive(run: GridRun, archive: Path | None) -> None:
     if archive is not None and not archived(run, archive):
         dest = archive_run(run.run_dir, archive / run.run_dir.parent.name / run.name)
+        write_readme(archive)
         log.info("archived %s -> %s", run.name, dest)
 
 
