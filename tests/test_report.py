@@ -239,3 +239,23 @@ def test_html_page_renders_every_figure_and_table_in_chromium(runs_dir, tmp_path
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'data-([\w-]+)="(\d+)"', body))
     assert attrs == {"figures": "4", "figures-loaded": "4", "tables": "5"}
+
+
+def test_the_paper_change_is_taken_within_one_table(paired_dir, tmp_path):
+    """A cell missing from the main table is taken from another model's table, and its change
+    from No Mixing from that same table, never across models."""
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"tables": [
+        {"id": "main", "model": "Llama-3-8B", "cells": [
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "No Mixing", "value": 20.0}]},
+        {"id": "other", "model": "Mistral-7B", "cells": [
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "No Mixing", "value": 70.0},
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Random/-", "value": 60.0}]},
+    ]}))  # fmt: skip
+    from factmem.report import load_paper_numbers
+
+    both = paper_vs_ours(collect_runs(paired_dir), load_paper_numbers(paper)).set_index("strategy")
+    assert both.loc["No Mixing", "paper model"] == "Llama-3-8B"
+    assert both.loc["Random/-", "paper model"] == "Mistral-7B"
+    assert both.loc["Random/-", "paper Δ"] == "-10.0"  # 60 - 70 (Mistral), not 60 - 20
+    assert both.loc["Random/-", "verdict"] == "disagrees"

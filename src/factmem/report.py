@@ -353,13 +353,13 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
     A strategy label may carry a variant in parentheses (`-/Generic (state_union)`): it is
     compared with the paper's `-/Generic`."""
-    paper = paper.drop_duplicates(["d_a", "d_b", "strategy"])
     runs = runs[runs["variant"] == ""].assign(
         paper_strategy=lambda r: r["strategy"].str.replace(r" \(.*\)$", "", regex=True)
     )
     paired = paired_rows(runs)
     paired = paired.set_index(["d_a", "d_b", "strategy"]) if not paired.empty else None
-    base_paper = paper[paper["strategy"] == BASELINE].set_index(["d_a", "d_b"])["value"]
+    base_paper = paper[paper["strategy"] == BASELINE].drop_duplicates(["table", "d_a", "d_b"])
+    base_paper = base_paper.set_index(["table", "d_a", "d_b"])["value"]
     rows = []
     for (d_a, d_b, strategy, paper_strategy), part in runs.groupby(
         ["d_a", "d_b", "strategy", "paper_strategy"], sort=False
@@ -368,21 +368,25 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                           & (paper["strategy"] == paper_strategy)]  # fmt: skip
         if published.empty:
             continue
+        # the first table that has the cell (the paper's main model first); its change from
+        # No Mixing is taken within that same table, never across models
         value, model = float(published["value"].iloc[0]), published["model"].iloc[0]
-        row = {"D_A": d_a, "D_B": d_b, "strategy": strategy, "paper model": model,
+        table = published["table"].iloc[0]
+        row = {"D_A": d_a, "D_B": d_b, "strategy": strategy, "paper table": table,
+               "paper model": model,
                "paper": f"{value:.1f}", "paper Δ": "",
                "ours": mean_std_text((part["da_final"].astype(float) * 100).tolist()),
                "ours Δ [95% interval]": "", "verdict": ""}  # fmt: skip
         if strategy != BASELINE:
-            if (d_a, d_b) in base_paper.index:
-                row["paper Δ"] = f"{value - base_paper[(d_a, d_b)]:+.1f}"
+            if (table, d_a, d_b) in base_paper.index:
+                row["paper Δ"] = f"{value - base_paper[(table, d_a, d_b)]:+.1f}"
             if paired is not None and (d_a, d_b, strategy) in paired.index:
                 ours = paired.loc[(d_a, d_b, strategy)]
                 row["ours Δ [95% interval]"] = (f"{ours['difference']:+.1f} "
                                                 f"[{ours['low']:+.1f}, {ours['high']:+.1f}]")
                 row["verdict"] = _direction_verdict(row["paper Δ"], ours["verdict"])
         rows.append(row)
-    columns = ["D_A", "D_B", "strategy", "paper model", "paper", "paper Δ", "ours",
+    columns = ["D_A", "D_B", "strategy", "paper table", "paper model", "paper", "paper Δ", "ours",
                "ours Δ [95% interval]", "verdict"]  # fmt: skip
     order = _ordered((r["D_A"], r["strategy"]) for r in rows)
     d_a_rank = {d_a: i for i, (d_a, _) in reversed(list(enumerate(order)))}
