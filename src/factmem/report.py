@@ -198,6 +198,11 @@ def paper_table(runs: pd.DataFrame, value: str = "da_final") -> pd.DataFrame:
     return wide
 
 
+def _labels(runs: pd.DataFrame) -> pd.Series:
+    """Strategy with its variant, as in the paper-layout tables: `No Mixing [lr=0.0003]`."""
+    return runs["strategy"] + runs["variant"].map(lambda v: f" [{v}]" if v else "")
+
+
 def _cell_text(mean: float, std: float, n: int) -> str:
     """`mean ± std`; a single run has no spread to show (`(n=1)`, never `± 0.0`)."""
     if n == 1:
@@ -226,6 +231,7 @@ def _ordered(pairs) -> list[tuple[str, str]]:
 
 def stage_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Rows (D_A, strategy, later sets), columns `after stage k`: forgetting stage by stage."""
+    runs = runs.assign(strategy=_labels(runs))
     rows = []
     for (d_a, strategy, d_b), part in runs.groupby(["d_a", "strategy", "d_b"], sort=False):
         row = {"D_A": d_a, "strategy": strategy, "later stages": d_b, "n": len(part)}
@@ -239,6 +245,7 @@ def stage_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (D_A, strategy, later sets): average final accuracy, BWT and forgetting (%)."""
+    runs = runs.assign(strategy=_labels(runs))
     rows = []
     for (d_a, strategy, d_b), part in runs.groupby(["d_a", "strategy", "d_b"], sort=False):
         row = {"D_A": d_a, "strategy": strategy, "later stages": d_b, "n": len(part)}
@@ -567,9 +574,13 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         tables["D_A after the last stage: each strategy minus No Mixing, fact by fact"] = paired
     if paper is not None:
         published = load_paper_numbers(paper_numbers_path(paper))
-        tables["Paper vs ours: D_A after stage 2 (%)"] = paper_vs_ours(
-            two_stage, published
-        ).set_index(["D_A", "D_B", "strategy"])
+        versus = paper_vs_ours(two_stage, published)
+        if versus.empty:
+            log.warning("--paper %s: none of these runs' cells is in the paper's tables", paper)
+        else:
+            tables["Paper vs ours: D_A after stage 2 (%)"] = versus.set_index(
+                ["D_A", "D_B", "strategy"]
+            )
     command = " ".join(["factmem report", *map(str, dirs)]
                        + ([f"--out {out}"] if out != dirs[0] / "report" else [])
                        + ([f"--paper {paper}"] if paper is not None else []))  # fmt: skip
