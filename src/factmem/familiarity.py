@@ -22,6 +22,7 @@ from pathlib import Path
 from factmem.data.example import Example
 from factmem.data.qa import ANSWER_SUFFIX
 from factmem.evaluation import MatchMode, exact_match
+from factmem.io import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ class FamiliarityJudge:
         text = json.dumps([example.prompt, example.response, list(aliases)])
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
+    def _ends_with_newline(self) -> bool:
+        with self.cache_file.open("rb") as handle:
+            handle.seek(-1, 2)
+            return handle.read(1) == b"\n"
+
     def _read_cache(self) -> dict[str, bool]:
         known: dict[str, bool] = {}
         if self.cache_file.is_file():
@@ -89,12 +95,20 @@ class FamiliarityJudge:
                 max_new_tokens=self.max_new_tokens, fast_path=False, progress=False,
             )  # fmt: skip
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            lines = []
+            for i, p in zip(todo, predictions, strict=True):
+                self.known[keys[i]] = p.correct
+                lines.append(json.dumps({"key": keys[i], "known": p.correct,
+                                         "prompt": examples[i].prompt,
+                                         "output": p.output}) + "\n")  # fmt: skip
+            text = "".join(lines)
             with self.cache_file.open("a", encoding="utf-8") as handle:
-                for i, p in zip(todo, predictions, strict=True):
-                    self.known[keys[i]] = p.correct
-                    handle.write(json.dumps({"key": keys[i], "known": p.correct,
-                                             "prompt": examples[i].prompt,
-                                             "output": p.output}) + "\n")  # fmt: skip
+                if handle.tell() and not self._ends_with_newline():
+                    handle.write("\n")  # after a line torn by a kill, start a fresh line
+                handle.write(text[: len(text) // 2])
+                handle.flush()
+                crash_point(self.cache_file)  # the crash tests tear a line here
+                handle.write(text[len(text) // 2 :])
         return [self.known[k] for k in keys]
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from factmem.archive import archive_run, archived_fingerprints, write_readme
+from factmem.archive import archive_run, archived_fingerprints, is_finished, write_readme
 from factmem.config import (
     ExperimentConfig,
     apply_overrides,
@@ -314,7 +314,7 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
     state_file = run.run_dir / STATE_FILE
     if state_file.is_file():
         record = json.loads(state_file.read_text())
-    if done == total:
+    if done == total and is_finished(run.run_dir):  # results.json is written after the stages
         state = "finished"
     elif record.get("state") == "running":
         alive = record.get("host") != socket.gethostname() or _pid_alive(record.get("pid"))
@@ -512,8 +512,11 @@ def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: flo
             log.error("%s stage %d failed: %s", name, key[1] + 1, str(err).splitlines()[-1])
             failed.add(name)
     for i, run in enumerate(grid.runs):
-        if i not in skipped and run_state(run)["state"] == "finished":
-            _archive(run, archive)
+        if i in skipped or grid.runs[i].name in failed:
+            continue
+        if run_state(run)["state"] != "finished":  # every stage done, results.json not yet
+            run_stage_job(run.config.model_dump(mode="json"), len(run.config.stages) - 1)
+        _archive(run, archive)
     return sorted(failed)
 
 

@@ -26,20 +26,27 @@ def json_problem(path: Path) -> str | None:
 
 def model_problem(folder: Path) -> str | None:
     """Why the saved model in `folder` cannot be used (None: it can)."""
-    from safetensors import safe_open
-
     if not folder.is_dir():
         return f"{folder} is missing"
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return f"{folder} holds no *.safetensors file"
     for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                handle.keys()
-        except Exception as err:  # safetensors raises its own error types for bad files
-            return f"{file} is damaged ({err})"
+        problem = _safetensors_problem(file)
+        if problem:
+            return problem
     return json_problem(folder / "config.json")
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            handle.keys()
+    except Exception as err:  # safetensors raises its own error types for bad files
+        return f"{file} is damaged ({err})"
+    return None
 
 
 def stage_problem(stage_dir: Path, trained: bool) -> str | None:
@@ -49,3 +56,17 @@ def stage_problem(stage_dir: Path, trained: bool) -> str | None:
         if problem:
             return problem
     return model_problem(stage_dir / "model") if trained else None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a trainer checkpoint cannot be resumed from (None: it can). transformers writes
+    a checkpoint file by file, trainer_state.json last: a save cut short lacks it, or has it
+    cut short."""
+    problem = json_problem(folder / "trainer_state.json")
+    if problem:
+        return problem
+    for file in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(file)
+        if problem:
+            return problem
+    return None

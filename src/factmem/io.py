@@ -5,9 +5,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+
+def crash_point(path: Path | str) -> None:
+    """Fault injection for the crash tests (tests/test_crash.py), as databases test theirs.
+
+    FACTMEM_CRASH_LOG=FILE: every write passing here appends its path to FILE.
+    FACTMEM_CRASH_AT=TEXT: the first write whose path contains TEXT kills this process with
+    SIGKILL, halfway through (a file half written, a folder filled but not yet renamed).
+    Neither is set outside those tests; then this costs one dictionary lookup.
+    """
+    trace = os.environ.get("FACTMEM_CRASH_LOG")
+    if trace:
+        with open(trace, "a", encoding="utf-8") as handle:
+            handle.write(f"{path}\n")
+    target = os.environ.get("FACTMEM_CRASH_AT")
+    if target and target in str(path):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -16,7 +34,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(text[: len(text) // 2])
+            handle.flush()
+            crash_point(path)
+            handle.write(text[len(text) // 2 :])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -45,6 +66,7 @@ def write_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         fill(tmp)
+        crash_point(path)
         tmp.chmod(0o755)
         if path.exists():
             shutil.rmtree(path)

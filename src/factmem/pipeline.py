@@ -274,6 +274,8 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
         return mean_response_loss(m, tokenizer, examples, batch_size=evaluation.batch_size,
                                   bf16=evaluation.bf16)  # fmt: skip
 
+    log.info("stage %d: training on %d examples (%s)", index + 1, len(train_set),
+             ", ".join(f"{k} {v}" for k, v in mixture["tokens"].items()) + " tokens")  # fmt: skip
     outcome = train_stage(model, tokenizer, train_set, config.stage_training(index), stage.stop,
                           stage_dir / "trainer", config.seed, epoch_check, progress,
                           _curve_probe(config, index, stage_sets, tokenizer),

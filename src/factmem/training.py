@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.distributed import world_size
 from factmem.errors import ConfigError
+from factmem.integrity import checkpoint_problem
+from factmem.io import crash_point
 from factmem.methods import Plugin
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,10 @@ class _StageTrainer(Trainer):
                     self._step_penalty += penalty.detach().item()
         return loss
 
+    def _save_optimizer_and_scheduler(self, output_dir):
+        crash_point(Path(output_dir) / "optimizer.pt")  # tests kill a checkpoint half saved
+        super()._save_optimizer_and_scheduler(output_dir)
+
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:  # logging_steps=1, so this covers exactly one optimizer step
             step = torch.tensor([self._step_loss, self._step_penalty], device=self.args.device)
@@ -123,6 +130,21 @@ class _StageTrainer(Trainer):
                 logs["penalty"] = step[1].item()
             self._step_loss = self._step_penalty = 0.0
         super().log(logs, *args, **kwargs)
+
+
+def last_whole_checkpoint(work_dir: Path) -> str | None:
+    """The newest trainer checkpoint that is whole. Trainer's own choice (the newest folder)
+    fails with a traceback on a save cut short by a kill; such folders are removed."""
+    while work_dir.is_dir():
+        last = get_last_checkpoint(str(work_dir))
+        if last is None:
+            return None
+        problem = checkpoint_problem(Path(last))
+        if problem is None:
+            return last
+        log.warning("%s; removing that incomplete checkpoint", problem)
+        shutil.rmtree(last)
+    return None
 
 
 class _LossInProgressBar(ProgressCallback):
@@ -305,7 +327,7 @@ def train_stage(
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_LossInProgressBar)
-    last = get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
+    last = last_whole_checkpoint(work_dir)
     if last:
         log.info("resuming stage training from %s", last)
     start = time.perf_counter()
