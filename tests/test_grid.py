@@ -340,3 +340,16 @@ def test_a_grid_name_cannot_leave_the_output_folder(tiny_model_dir, tmp_path):
     assert [r.name for r in grid.runs] == [".._.._up", "a_b"]  # one folder each, no '/'
     for run in grid.runs:
         assert run.run_dir.resolve().parent == grid.directory.resolve()
+
+
+def test_only_runs_a_slice_with_the_full_grid_names(tiny_model_dir, tmp_path):
+    path = _grid_file(tmp_path, tiny_model_dir)
+    full = [r.name for r in load_grid(path).runs]
+    part = load_grid(path, only=["strategy=Replay 0.5", "seed=1"]).runs
+    assert [r.name for r in part] == ["replay-0.5_seed1"] and part[0].name in full
+    both = load_grid(path, only=["seed=0", "seed=1", "strategy=No Mixing"]).runs
+    assert [r.name for r in both] == ["no-mixing_seed0", "no-mixing_seed1"]
+    with pytest.raises(ConfigError, match="no axis 'D_B'; axes: strategy, seed"):
+        load_grid(path, only=["D_B=lama"])
+    with pytest.raises(ConfigError, match="axis 'seed' has no value '7'; values: 0, 1"):
+        load_grid(path, only=["seed=7"])

@@ -89,7 +89,7 @@ def cmd_filter(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     from factmem.grid import describe_plan, load_grid, run_grid, status_table
 
-    grid = load_grid(args.grid, args.set or [], args.profile, args.data_dir)
+    grid = load_grid(args.grid, args.set or [], args.profile, args.data_dir, args.only or [])
     archive = Path(args.archive) if args.archive else None
     if args.status:
         print(describe_plan(grid))
@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         help="override a field in every run, e.g. --set stages[0].size=200",
     )
     grid.add_argument("--profile", help="a named override set of the grid file, e.g. paper")
+    grid.add_argument("--only", action="append", metavar="AXIS=LABEL",
+                      help="run a slice: only runs with this axis value (repeatable; values "
+                      "of one axis are alternatives), e.g. --only strategy=-/Generic")  # fmt: skip
     grid.add_argument("--data-dir", help="folder with local dataset copies ({data_dir} in the "
                       "grid file); default $FACTMEM_DATA_DIR, else the hub")  # fmt: skip
     grid.add_argument("--backend", choices=["local", "ray"], default="local")

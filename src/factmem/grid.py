@@ -131,8 +131,13 @@ def load_grid(
     overrides: list[str] = (),
     profile: str | None = None,
     data_dir: str | None = None,
+    only: list[str] = (),
 ) -> Grid:
-    """Read a grid file (or a preset under configs/grids/) and expand it to runs."""
+    """Read a grid file (or a preset under configs/grids/) and expand it to runs.
+
+    `only`: `axis=label` filters (`strategy=-/Generic`, `D_B=lama`); labels of one axis are
+    alternatives, different axes must all match. A slice of a grid keeps its run names, so
+    the full grid later finds those runs finished."""
     grid_path = _find_grid(path)
     try:
         data = yaml.safe_load(grid_path.read_text()) or {}
@@ -204,7 +209,22 @@ def load_grid(
     if clash:
         raise ConfigError(f"{grid_path}: runs with the same name {clash}; give axis values "
                           "distinct labels")  # fmt: skip
-    return Grid(str(data["name"]), directory, runs)
+    return Grid(str(data["name"]), directory, _select(runs, only, axes, grid_path))
+
+
+def _select(runs: list[GridRun], only: list[str], axes, source: Path) -> list[GridRun]:
+    wanted: dict[str, set[str]] = {}
+    labels = {name: {label for label, _ in values} for name, values in axes}
+    for text in only:
+        axis, _, label = text.partition("=")
+        if axis not in labels:
+            raise ConfigError(f"--only {text!r}: {source} has no axis {axis!r}; axes: "
+                              f"{', '.join(labels)}")  # fmt: skip
+        if label not in labels[axis]:
+            raise ConfigError(f"--only {text!r}: axis {axis!r} has no value {label!r}; "
+                              f"values: {', '.join(sorted(labels[axis]))}")  # fmt: skip
+        wanted.setdefault(axis, set()).add(label)
+    return [r for r in runs if all(r.tags[a] in v for a, v in wanted.items())]
 
 
 def _fill(overrides: dict, variables: dict, where: str) -> dict:
