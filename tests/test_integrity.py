@@ -9,6 +9,7 @@ from test_pipeline import _config
 
 from factmem.errors import FactmemError
 from factmem.integrity import model_problem, stage_problem
+from factmem.layout import StageFolder
 from factmem.pipeline import run_experiment
 
 
@@ -45,7 +46,8 @@ def test_a_truncated_model_is_found_and_its_stage_trained_again(finished, caplog
 def test_a_half_written_record_is_redone(finished, caplog):
     config, reference, run = finished
     _cut_in_half(run / "stage2" / "stage.json")
-    assert "stage.json is not valid JSON" in stage_problem(run / "stage2", trained=True)
+    problem = stage_problem(StageFolder(run / "stage2"), trained=True)
+    assert "stage.json is not valid JSON" in problem
     with caplog.at_level(logging.WARNING):
         again = run_experiment(config, progress=False)
     assert "stage 2: " in caplog.text and "not valid JSON" in caplog.text

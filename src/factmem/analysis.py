@@ -18,13 +18,14 @@ from factmem.data.example import Example
 from factmem.errors import FactmemError
 from factmem.gradients import gradient_cosines, loss_gradient
 from factmem.io import write_json_atomic
+from factmem.layout import RunFolder
 from factmem.lens import lens_hits
 from factmem.models import load_model, load_tokenizer
 
 
 def stage_facts(run_dir: Path, stage: int, kinds: tuple[str, ...] = ("factoid",)) -> list[Example]:
     """The examples of stage `stage` (1-based) as it trained on them, of the given kinds."""
-    data = run_dir / f"stage{stage}" / "data.jsonl"
+    data = RunFolder(run_dir).stage(stage).data
     if not data.is_file():
         raise FactmemError(f"{data} not found: is stage {stage} of {run_dir} finished?")
     rows = [json.loads(line) for line in data.open()]
@@ -36,12 +37,12 @@ def stage_facts(run_dir: Path, stage: int, kinds: tuple[str, ...] = ("factoid",)
 
 def _stage_model(run_dir: Path, stage: int | None) -> tuple[int, str]:
     """(stage number, model folder): the given stage's, else the last trained stage's."""
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(RunFolder(run_dir).config)
     trained = [i + 1 for i, s in enumerate(config.stages) if s.train]
     stage = stage or trained[-1]
     if stage not in trained:
         raise FactmemError(f"{run_dir}: stage {stage} trained nothing; trained: {trained}")
-    model = run_dir / f"stage{stage}" / "model"
+    model = RunFolder(run_dir).stage(stage).model
     if not model.is_dir():
         raise FactmemError(f"{model} not found: is stage {stage} of {run_dir} finished?")
     return stage, str(model)
@@ -50,13 +51,14 @@ def _stage_model(run_dir: Path, stage: int | None) -> tuple[int, str]:
 def run_lens(run_dir: Path, stage: int | None = None, set_name: str | None = None,
              n: int = 100, top_k: int = 10) -> dict:  # fmt: skip
     """Logit Lens of stage `stage`'s model on the first `n` facts of a set (default D_A)."""
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(RunFolder(run_dir).config)
     stage, model_dir = _stage_model(run_dir, stage)
     names = [config.stage_name(i) for i in range(len(config.stages))]
     set_name = set_name or names[0]
     if set_name not in names:
         raise FactmemError(f"{run_dir}: no set {set_name!r}; sets: {', '.join(names)}")
-    cache = run_dir / f"stage{stage}" / f"lens_{set_name}.json"
+    folder = RunFolder(run_dir).stage(stage)
+    cache = folder.lens(set_name)
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached["n"] == n and cached["top_k"] == top_k:
@@ -67,8 +69,7 @@ def run_lens(run_dir: Path, stage: int | None = None, set_name: str | None = Non
     record = {
         "run": str(run_dir), "stage": stage, "set": set_name, "n": n, "top_k": top_k,
         "examples": len(facts), "frequency": result.frequency(), **result.summary(),
-        "accuracy": _accuracy(run_dir / f"stage{stage}" / "predictions" / f"{set_name}.jsonl",
-                              facts),
+        "accuracy": _accuracy(folder.predictions(set_name), facts),
         "first_layers": result.first_layers(),
     }  # fmt: skip
     write_json_atomic(cache, record)
@@ -96,7 +97,7 @@ def run_gradients(run_dir: Path, stage: int = 1, n: int = 32, mix_from: Path | N
     `mix_from` (e.g. a Random/Generic run, to ask how its mixture would pull on this model).
     """
     stage, model_dir = _stage_model(run_dir, stage)
-    cache = run_dir / f"stage{stage}" / "gradients.json"
+    cache = RunFolder(run_dir).stage(stage).gradients
     key = {"n": n, "mix_from": str(mix_from) if mix_from else None, "seed": seed}
     if cache.is_file():
         cached = json.loads(cache.read_text())

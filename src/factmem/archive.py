@@ -26,10 +26,9 @@ from pathlib import Path
 
 from factmem.errors import FactmemError
 from factmem.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from factmem.layout import RunFolder, runs_under
 
 MARKER = "archive.json"
-RUN_FILES = ("config.yaml", "results.json", "run.log")
-STAGE_FILES = ("stage.json", "training.json", "fingerprint")
 
 
 def prediction_key(prompt: str) -> str:
@@ -38,7 +37,7 @@ def prediction_key(prompt: str) -> str:
 
 
 def is_finished(run_dir: Path) -> bool:
-    results = run_dir / "results.json"
+    results = RunFolder(run_dir).results
     if not results.is_file():
         return False
     try:
@@ -51,43 +50,45 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
     """Copy a finished run's results (no weights) to `dest`; returns `dest`."""
     if not is_finished(run_dir):
         raise FactmemError(f"{run_dir}: not a finished run (results.json with finished: true)")
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in RUN_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, tmp / name)
-    results = json.loads((run_dir / "results.json").read_text())
+    source, tmp = RunFolder(run_dir), RunFolder(dest.with_name(f".{dest.name}.partial"))
+    shutil.rmtree(tmp.path, ignore_errors=True)
+    tmp.path.mkdir(parents=True)
+    for file, copy in ((source.config, tmp.config), (source.results, tmp.results),
+                       (source.log, tmp.log)):  # fmt: skip
+        if file.is_file():
+            shutil.copy2(file, copy)
+    results = json.loads(source.results.read_text())
     if not with_text:
         for record in results["stages"]:
             _drop_quotes(record)
-        write_json_atomic(tmp / "results.json", results)
-    for stage_dir in sorted(run_dir.glob("stage*")):
-        if not (stage_dir / "stage.json").is_file():
+        write_json_atomic(tmp.results, results)
+    for stage in source.stages():
+        if not stage.record.is_file():
             continue
-        for name in STAGE_FILES:
-            if (stage_dir / name).is_file():
-                if name in ("training.json", "stage.json") and not with_text:
-                    record = _drop_quotes(json.loads((stage_dir / name).read_text()))
-                    write_json_atomic(tmp / stage_dir.name / name, record)
-                else:
-                    (tmp / stage_dir.name).mkdir(exist_ok=True)
-                    shutil.copy2(stage_dir / name, tmp / stage_dir.name / name)
-        for file in sorted((stage_dir / "predictions").glob("*.jsonl")):
+        copy = tmp.stage(stage.number)
+        copy.path.mkdir()
+        for file, target in ((stage.record, copy.record), (stage.training, copy.training)):
+            if file.is_file() and not with_text:
+                write_json_atomic(target, _drop_quotes(json.loads(file.read_text())))
+            elif file.is_file():
+                shutil.copy2(file, target)
+        if stage.fingerprint.is_file():
+            shutil.copy2(stage.fingerprint, copy.fingerprint)
+        for file in sorted(stage.predictions_dir.glob("*.jsonl")):
             rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
             if not with_text:
                 rows = [{"key": row.get("key") or prediction_key(row["prompt"]),
                          "correct": row["correct"], "method": row.get("method")}
                         for row in rows]  # fmt: skip
-            write_jsonl_atomic(tmp / stage_dir.name / "predictions" / file.name, rows)
-    write_json_atomic(tmp / MARKER, {
+            write_jsonl_atomic(copy.predictions(file.stem), rows)
+    write_json_atomic(tmp.path / MARKER, {
         "archived_from": str(run_dir),
         "archived_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "with_text": with_text,
     })  # fmt: skip
     if dest.exists():
         shutil.rmtree(dest)
-    tmp.replace(dest)
+    tmp.path.replace(dest)
     return dest
 
 
@@ -106,9 +107,7 @@ def archive_runs(sources: list[Path], out: Path, with_text: bool = False) -> lis
     for source in sources:
         if not source.is_dir():
             raise FactmemError(f"{source}: no such folder")
-        runs = [source] if is_finished(source) else sorted(
-            p.parent for depth in ("*", "*/*") for p in source.glob(f"{depth}/results.json")
-        )  # fmt: skip
+        runs = [source] if is_finished(source) else [r.path for r in runs_under(source, 2)]
         for run_dir in runs:
             if not is_finished(run_dir) or (run_dir / MARKER).is_file():
                 continue  # unfinished, or already an archive
@@ -122,7 +121,7 @@ def archived_fingerprints(run_archive: Path) -> list[str] | None:
     """The stage fingerprints of an archived finished run (None: not an archived run)."""
     if not (run_archive / MARKER).is_file() or not is_finished(run_archive):
         return None
-    results = json.loads((run_archive / "results.json").read_text())
+    results = json.loads(RunFolder(run_archive).results.read_text())
     return [record.get("fingerprint", "") for record in results["stages"]]
 
 

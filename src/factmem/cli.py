@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from factmem.errors import FactmemError
+from factmem.layout import RunFolder, grid_log
 
 
-def _setup_logging(run_dir: Path | None, quiet: bool) -> None:
+def _setup_logging(log_file: Path | None, quiet: bool) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(run_dir / "run.log"))
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -37,12 +38,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     config = load_config(find_config(args.config), overrides)
-    run_dir = Path(config.output_dir) / config.name
-    _setup_logging(run_dir, args.quiet)
-    results = run_experiment(config, run_dir, progress=not args.quiet)
+    run = RunFolder.of(config.output_dir, config.name)
+    _setup_logging(run.log, args.quiet)
+    results = run_experiment(config, run.path, progress=not args.quiet)
     if not results:  # a rank > 0 of a multi-process launch: rank 0 reports
         return
-    print(f"\n{config.name}: exact match (%) after each stage  [{run_dir}/results.json]\n")
+    print(f"\n{config.name}: exact match (%) after each stage  [{run.results}]\n")
     print(results_table(results))
 
 
@@ -100,7 +101,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
         for run in grid.runs:
             print(f"  {run.name}: " + ", ".join(f"{k}={v}" for k, v in run.tags.items()))
         return
-    _setup_logging(grid.directory, args.quiet)
+    _setup_logging(grid_log(grid.directory), args.quiet)
     run_grid(grid, args.backend, progress=not args.quiet, archive=archive, **(
         {"address": args.address, "cpus": args.cpus_per_stage, "gpus": args.gpus_per_stage}
         if args.backend == "ray" else {}))  # fmt: skip
@@ -220,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     arch = sub.add_parser("archive", help="copy finished runs' results (no weights) to a folder")
     arch.add_argument("sources", nargs="+", help="run directories, grid folders or a runs root")
     arch.add_argument("--out", required=True, help="the archive folder (<out>/<grid>/<run>/)")
-    arch.add_argument("--with-text", action="store_true", help="keep prompts, answers and "
-                      "outputs in predictions (default: a hash of each prompt and the verdict)")
+    arch.add_argument(
+        "--with-text",
+        action="store_true",
+        help="keep prompts, answers and "
+        "outputs in predictions (default: a hash of each prompt and the verdict)",
+    )
     arch.set_defaults(func=cmd_archive)
     report = sub.add_parser("report", help="tables, figures and an HTML page from finished runs")
     report.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",

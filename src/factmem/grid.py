@@ -60,11 +60,11 @@ from factmem.config import (
 )
 from factmem.errors import ConfigError, FactmemError
 from factmem.io import write_json_atomic
+from factmem.layout import RunFolder, grid_record
 
 log = logging.getLogger(__name__)
 
 GRID_FIELDS = {"name", "base", "output_dir", "set", "axes", "vars", "profiles"}
-STATE_FILE = "grid-state.json"
 
 
 class GridError(FactmemError):
@@ -80,8 +80,12 @@ class GridRun:
     config: ExperimentConfig
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder.of(self.config.output_dir, self.config.name)
+
+    @property
     def run_dir(self) -> Path:
-        return Path(self.config.output_dir) / self.config.name
+        return self.folder.path
 
 
 @dataclass
@@ -305,13 +309,7 @@ def _slug(label: str, axis: str) -> str:
 
 def stage_finished(run: GridRun, index: int) -> bool:
     """Stage `index` of `run` finished (its record written last) by this very config."""
-    stage_dir = run.run_dir / f"stage{index + 1}"
-    fingerprint = stage_dir / "fingerprint"
-    return (
-        (stage_dir / "stage.json").is_file()
-        and fingerprint.is_file()
-        and fingerprint.read_text().strip() == run.config.fingerprint(index)
-    )
+    return run.folder.stage(index + 1).is_finished_by(run.config.fingerprint(index))
 
 
 def archived(run: GridRun, archive: Path | None) -> bool:
@@ -331,7 +329,7 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
                 "detail": ""}  # fmt: skip
     done = sum(stage_finished(run, k) for k in range(len(run.config.stages)))
     record: dict[str, Any] = {}
-    state_file = run.run_dir / STATE_FILE
+    state_file = run.folder.grid_state
     if state_file.is_file():
         record = json.loads(state_file.read_text())
     if done == total and is_finished(run.run_dir):  # results.json is written after the stages
@@ -342,7 +340,7 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
     elif record.get("state") == "failed":
         state = "failed"
     else:
-        state = "interrupted" if done or (run.run_dir / "stage1").is_dir() else "pending"
+        state = "interrupted" if done or run.folder.stages() else "pending"
     return {"run": run.name, "state": state, "stages_done": done, "stages": total,
             "detail": record.get("error", "") if state == "failed" else ""}  # fmt: skip
 
@@ -362,7 +360,7 @@ def _pid_alive(pid: int | None) -> bool:
 @contextmanager
 def _tracked(run: GridRun) -> Iterator[None]:
     """Record in the run directory that this process works on it, and how that ended."""
-    state_file = run.run_dir / STATE_FILE
+    state_file = run.folder.grid_state
     base = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     write_json_atomic(state_file, base | {"state": "running"})
     try:
@@ -407,7 +405,7 @@ def describe_plan(grid: Grid) -> str:
 
 def write_plan(grid: Grid) -> None:
     """grid.json: every run's tags and config, for reports and for `--status`."""
-    write_json_atomic(grid.directory / "grid.json", {
+    write_json_atomic(grid_record(grid.directory), {
         "name": grid.name,
         "runs": [{"name": r.name, "tags": r.tags, "config": r.config.model_dump(mode="json")}
                  for r in grid.runs],
@@ -430,19 +428,19 @@ def run_stage_job(config_data: dict, upto: int, threads: int | None = None, *aft
         torch.set_num_threads(threads)
     config = load_config(config_data)
     run = GridRun(config.name, dict(config.tags), config)
-    with _run_log(run.run_dir), _tracked(run):
+    with _run_log(run.folder), _tracked(run):
         run_experiment(config, run.run_dir, progress=False, upto=upto)
         if upto < len(config.stages) - 1:
-            write_json_atomic(run.run_dir / STATE_FILE, {"state": "between stages"})
+            write_json_atomic(run.folder.grid_state, {"state": "between stages"})
     return f"{config.name} stage {upto + 1}"
 
 
 @contextmanager
-def _run_log(run_dir: Path) -> Iterator[None]:
+def _run_log(run: RunFolder) -> Iterator[None]:
     """Also write this process's log to the run's own run.log while it works on the run
     (a Ray worker has no terminal; a local grid's log interleaves every run)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "run.log")
+    run.path.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     level = root.level
@@ -474,10 +472,10 @@ def run_local(grid: Grid, progress: bool = True, archive: Path | None = None) ->
         log.info("run %d/%d: %s (%s)", number, len(grid.runs), run.name,
                  ", ".join(f"{k}={v}" for k, v in run.tags.items()))  # fmt: skip
         try:
-            with _run_log(run.run_dir), _tracked(run):
+            with _run_log(run.folder), _tracked(run):
                 run_experiment(run.config, run.run_dir, progress=progress)
         except Exception as err:  # one broken run must not stop the grid
-            log.error("run %s failed: %s (details: %s)", run.name, err, run.run_dir / STATE_FILE)
+            log.error("run %s failed: %s (details: %s)", run.name, err, run.folder.grid_state)
             failed.append(run.name)
         else:
             _archive(run, archive)
@@ -557,5 +555,5 @@ def run_grid(grid: Grid, backend: str = "local", progress: bool = True,
     if failed:
         raise GridError(
             f"{len(failed)} of {len(grid.runs)} runs failed: {', '.join(failed)}; each run's "
-            f"{STATE_FILE} and run.log say why. The same command retries them."
+            "grid-state.json and run.log say why. The same command retries them."
         )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from factmem.layout import StageFolder
+
 
 def json_problem(path: Path) -> str | None:
     """Why `path` is not a readable JSON file (None: it is)."""
@@ -49,13 +51,13 @@ def _safetensors_problem(file: Path) -> str | None:
     return None
 
 
-def stage_problem(stage_dir: Path, trained: bool) -> str | None:
+def stage_problem(stage_dir: StageFolder, trained: bool) -> str | None:
     """Why a stage folder that looks finished cannot be reused (None: it can)."""
-    for record in ("stage.json", "training.json"):
-        problem = json_problem(stage_dir / record)
+    for record in (stage_dir.record, stage_dir.training):
+        problem = json_problem(record)
         if problem:
             return problem
-    return model_problem(stage_dir / "model") if trained else None
+    return model_problem(stage_dir.model) if trained else None
 
 
 def checkpoint_problem(folder: Path) -> str | None:

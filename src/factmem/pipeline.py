@@ -1,14 +1,7 @@
 """Run an experiment: stages in order, each trained once, every earlier set scored after each.
 
-    runs/<name>/
-      config.yaml            the resolved config (all defaults filled in)
-      results.json           one record per finished stage + the accuracy matrix
-      run.log                what happened
-      stage<k>/data.jsonl    the exact examples stage k trained on
-      stage<k>/model/        the stage's checkpoint (safetensors + tokenizer)
-      stage<k>/predictions/  per-example outputs and verdicts, one file per scored set
-      stage<k>/fingerprint   hash of what determines the stage; a rerun must match it
-      stage<k>/stage.json    written last: its presence means the stage is finished
+The run folder's files are listed (and their paths built) in layout.py: stage<k>/model,
+stage<k>/predictions, stage<k>/stage.json written last, results.json, ...
 
 A rerun of the same config skips finished stages and resumes an interrupted one from its
 last trainer checkpoint. A run directory made by a different config is refused, never mixed.
@@ -37,6 +30,7 @@ from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
 from factmem.integrity import json_problem, model_problem, stage_problem
 from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from factmem.layout import RunFolder, StageFolder
 from factmem.methods import (
     AdapterAnchor,
     Distillation,
@@ -118,18 +112,16 @@ def stage_mixture(
     return examples, report
 
 
-def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
+def _check_run_dir(run: RunFolder, config: ExperimentConfig) -> None:
     """Refuse to resume into a directory whose stages (finished or not) came from another config."""
     for index in range(len(config.stages)):
-        fingerprint_file = run_dir / f"stage{index + 1}" / "fingerprint"
-        if fingerprint_file.is_file():
-            recorded = fingerprint_file.read_text().strip()
-            if recorded != config.fingerprint(index):
-                raise ConfigError(
-                    f"{run_dir} holds stage {index + 1} of a different config (fingerprint "
-                    f"{recorded} != {config.fingerprint(index)}); use another `name` / "
-                    "--name, or delete the directory"
-                )
+        recorded = run.stage(index + 1).recorded_fingerprint()
+        if recorded is not None and recorded != config.fingerprint(index):
+            raise ConfigError(
+                f"{run.path} holds stage {index + 1} of a different config (fingerprint "
+                f"{recorded} != {config.fingerprint(index)}); use another `name` / "
+                "--name, or delete the directory"
+            )
 
 
 def run_experiment(
@@ -140,11 +132,11 @@ def run_experiment(
 ) -> dict:
     """Train and score every stage of `config` (or stages 0..`upto`, for a grid's scheduler);
     returns (and writes) results.json's content."""
-    run_dir = Path(run_dir or Path(config.output_dir) / config.name)
-    _check_run_dir(run_dir, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(Path(run_dir)) if run_dir else RunFolder.of(config.output_dir, config.name)
+    _check_run_dir(run, config)
+    run.path.mkdir(parents=True, exist_ok=True)
     if is_main():
-        write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+        write_text_atomic(run.config, config_to_yaml(config))
     base_path = resolve_model(config.model)
     tokenizer = load_tokenizer(base_path)
     judge = BaseModelJudge(base_path, tokenizer, config)
@@ -156,8 +148,8 @@ def run_experiment(
     records: list[dict] = []
     last = len(config.stages) - 1 if upto is None else upto
     for index in range(last + 1):
-        stage_dir = run_dir / f"stage{index + 1}"
-        with _stage_lock(run_dir, config.fingerprint(index)):
+        stage_dir = run.stage(index + 1)
+        with _stage_lock(run, config.fingerprint(index)):
             barrier()  # ranks > 0 read what rank 0 wrote for the previous stage
             record = _finished_record(config, index, stage_dir)
             if record is not None:
@@ -165,22 +157,22 @@ def run_experiment(
                 continue
             trained_before = [j for j in range(index) if config.stages[j].train]
             previous = (
-                str(run_dir / f"stage{trained_before[-1] + 1}" / "model") if trained_before
+                str(run.stage(trained_before[-1] + 1).model) if trained_before
                 else base_path
             )  # fmt: skip
             records.append(
                 _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
             )
             if is_main():
-                _write_results(run_dir, config, records)
+                _write_results(run, config, records)
     barrier()
     if not is_main():
         return {}  # rank 0 scores and writes results.json
-    return _write_results(run_dir, config, records)
+    return _write_results(run, config, records)
 
 
 @contextmanager
-def _stage_lock(run_dir: Path, fingerprint: str) -> Iterator[None]:
+def _stage_lock(run: RunFolder, fingerprint: str) -> Iterator[None]:
     """One process at a time works on a stage (by fingerprint, so sibling runs that would
     share it wait too): a second `factmem run` or grid on the same folder waits, then finds
     the stage finished or shareable. An OS file lock, so a killed holder never keeps it.
@@ -188,7 +180,7 @@ def _stage_lock(run_dir: Path, fingerprint: str) -> Iterator[None]:
     if not is_main():
         yield
         return
-    lock = FileLock(run_dir.parent / ".locks" / f"{fingerprint}.lock")
+    lock = FileLock(run.lock(fingerprint))
     try:
         lock.acquire(timeout=0.5)
     except Timeout:
@@ -200,10 +192,11 @@ def _stage_lock(run_dir: Path, fingerprint: str) -> Iterator[None]:
         lock.release()
 
 
-def _finished_record(config: ExperimentConfig, index: int, stage_dir: Path) -> dict | None:
+def _finished_record(config: ExperimentConfig, index: int, stage_dir: StageFolder
+                     ) -> dict | None:  # fmt: skip
     """The stage's record if it finished earlier and its files are whole; a damaged stage
     is cleared so that it is done again."""
-    record_file = stage_dir / "stage.json"
+    record_file = stage_dir.record
     if not record_file.is_file():
         return None
     problem = stage_problem(stage_dir, config.stages[index].train)
@@ -226,42 +219,40 @@ def _score(model, tokenizer, examples, mode, evaluation, progress: bool):
     )  # fmt: skip
 
 
-def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, progress):
+def _train(config, index, stage_sets, previous, tokenizer, stage_dir: StageFolder, progress):
     """Train stage `index` (or reuse its saved model if only its evaluation was cut short)."""
     stage, evaluation = config.stages[index], config.evaluation
     examples = stage_sets[index]  # the stage's own factoids: stop rules look at these
-    trained_file = stage_dir / "training.json"
-    if trained_file.is_file() and (stage_dir / "model").is_dir():
+    trained_file = stage_dir.training
+    if trained_file.is_file() and stage_dir.model.is_dir():
         problem = json_problem(trained_file) or (
-            model_problem(stage_dir / "model") if stage.train else None
+            model_problem(stage_dir.model) if stage.train else None
         )
         if problem is None:
             log.info("stage %d: already trained, scoring the saved model", index + 1)
-            return load_model(str(stage_dir / "model"), tokenizer), json.loads(
-                trained_file.read_text()
-            )
+            return load_model(str(stage_dir.model), tokenizer), json.loads(trained_file.read_text())
         log.warning("stage %d: %s; training the stage again", index + 1, problem)
         if is_main():
             _forget_stage(stage_dir)
         barrier()
     shared = _shared_stage(stage_dir, config.fingerprint(index)) if config.share_stages else None
     if shared is not None:
-        log.info("stage %d: same fingerprint as %s, reusing its model", index + 1, shared)
+        log.info("stage %d: same fingerprint as %s, reusing its model", index + 1, shared.path)
         if is_main():
             _copy_stage(shared, stage_dir)
         barrier()
-        return load_model(str(stage_dir / "model"), tokenizer), json.loads(trained_file.read_text())
+        return load_model(str(stage_dir.model), tokenizer), json.loads(trained_file.read_text())
     if is_main():
-        write_text_atomic(stage_dir / "fingerprint", config.fingerprint(index) + "\n")
+        write_text_atomic(stage_dir.fingerprint, config.fingerprint(index) + "\n")
     if not stage.train:
         return _score_only(previous, tokenizer, examples, stage_dir)
     train_set, mixture = stage_mixture(config, index, stage_sets)
     mixture["tokens"] = _tokens_by_kind(tokenizer, train_set)
     if is_main():
-        write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in train_set))
+        write_jsonl_atomic(stage_dir.data, (asdict(e) for e in train_set))
     model = load_model(previous, tokenizer)
     plugins = _plugins(stage, model, tokenizer, stage_sets[index - 1] if index else [],
-                       _origin(stage_dir.parent / f"stage{index}"))  # fmt: skip
+                       stage_dir.run.stage(index).origin().path)  # fmt: skip
     if stage.lora is not None:
         model = with_lora(model, stage.lora)
         if plugins and isinstance(plugins[0], WeightAnchor):  # l2 / ewc: on delta W = B A
@@ -277,12 +268,12 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
     log.info("stage %d: training on %d examples (%s)", index + 1, len(train_set),
              ", ".join(f"{k} {v}" for k, v in mixture["tokens"].items()) + " tokens")  # fmt: skip
     outcome = train_stage(model, tokenizer, train_set, config.stage_training(index), stage.stop,
-                          stage_dir / "trainer", config.seed, epoch_check, progress,
+                          stage_dir.trainer, config.seed, epoch_check, progress,
                           _curve_probe(config, index, stage_sets, tokenizer),
                           evaluation.curve_every_steps, plugins)  # fmt: skip
     if stage.lora is not None:  # keep the adapter, continue with the merged weights
         if is_main():
-            write_dir_atomic(stage_dir / "adapter", lambda tmp: model.save_pretrained(tmp))
+            write_dir_atomic(stage_dir.adapter, lambda tmp: model.save_pretrained(tmp))
         model = model.merge_and_unload()
     if stage.weight_average is not None:
         log.info("stage %d: weights = %.3g * new + %.3g * previous (WiSE-FT)", index + 1,
@@ -290,21 +281,10 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: Path, prog
         average_weights(model, load_model(previous, tokenizer), stage.weight_average)
     outcome_record = asdict(outcome) | {"mixture": mixture}
     if is_main():
-        write_dir_atomic(stage_dir / "model", lambda tmp: save_model(model, tokenizer, tmp))
+        write_dir_atomic(stage_dir.model, lambda tmp: save_model(model, tokenizer, tmp))
         write_json_atomic(trained_file, outcome_record)
-        shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # only served resumption
+        shutil.rmtree(stage_dir.trainer, ignore_errors=True)  # only served resumption
     return model, outcome_record
-
-
-def _origin(stage_dir: Path) -> Path:
-    """Where a stage was trained: itself, or the sibling run it was shared from (so files
-    cached beside a checkpoint, such as EWC's Fisher, are found by every run sharing it)."""
-    record = stage_dir / "training.json"
-    if record.is_file():
-        shared = json.loads(record.read_text()).get("shared_from")
-        if shared and Path(shared).is_dir():
-            return Path(shared)
-    return stage_dir
 
 
 def _plugins(stage, model, tokenizer, previous_set: list[Example], previous_dir: Path) -> list:
@@ -343,56 +323,45 @@ def _curve_probe(config: ExperimentConfig, index: int, stage_sets: list[list[Exa
     return probe if sets else None
 
 
-def _score_only(previous: str, tokenizer, examples: list[Example], stage_dir: Path):
+def _score_only(previous: str, tokenizer, examples: list[Example], stage_dir: StageFolder):
     """A stage with `train: false`: the previous model, nothing trained."""
     if not is_main():
         return load_model(previous, tokenizer), {}
-    write_jsonl_atomic(stage_dir / "data.jsonl", (asdict(e) for e in examples))
+    write_jsonl_atomic(stage_dir.data, (asdict(e) for e in examples))
     outcome = StageOutcome(epochs=0, steps=0, stop_reason="train: false", rule_met=True,
                            wall_time_s=0.0, train_tokens=0, response_tokens=0)  # fmt: skip
     record = asdict(outcome) | {"mixture": {"factoids": 0}}
-    write_json_atomic(stage_dir / "training.json", record)
+    write_json_atomic(stage_dir.training, record)
     return load_model(previous, tokenizer), record
 
 
-def _shared_stage(stage_dir: Path, fingerprint: str) -> Path | None:
+def _shared_stage(stage_dir: StageFolder, fingerprint: str) -> StageFolder | None:
     """A finished stage with this fingerprint, i.e. the same trained model: of a sibling run
     (same output folder), else of a run in a sibling grid (grids under one root share)."""
-    root = stage_dir.parent.parent
-    siblings = sorted(root.glob(f"*/{stage_dir.name}"))
-    cousins = sorted(
-        p for p in root.parent.glob(f"*/*/{stage_dir.name}") if p.parent.parent != root
-    )
-    for candidate in siblings + cousins:
-        if candidate.resolve() == stage_dir.resolve():
-            continue
-        fingerprint_file = candidate / "fingerprint"
+    for candidate in stage_dir.run.sharing_candidates(stage_dir.number):
         if (
-            fingerprint_file.is_file()
-            and fingerprint_file.read_text().strip() == fingerprint
-            and (candidate / "training.json").is_file()
-            and (candidate / "model").is_dir()
+            candidate.recorded_fingerprint() == fingerprint
+            and candidate.training.is_file()
+            and candidate.model.is_dir()
         ):
-            problem = json_problem(candidate / "training.json") or model_problem(
-                candidate / "model"
-            )
+            problem = json_problem(candidate.training) or model_problem(candidate.model)
             if problem is None:
                 return candidate
-            log.warning("not reusing %s: %s", candidate, problem)
+            log.warning("not reusing %s: %s", candidate.path, problem)
     return None
 
 
-def _forget_stage(stage_dir: Path) -> None:
+def _forget_stage(stage_dir: StageFolder) -> None:
     """Remove a stage's damaged results (its fingerprint and resumable checkpoints stay).
     The model is removed link by link: a shared stage's files are hard links, and the run
     it was shared from checks its own copy when it next reuses it."""
-    for name in ("stage.json", "training.json"):
-        (stage_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(stage_dir / "model", ignore_errors=True)
-    shutil.rmtree(stage_dir / "predictions", ignore_errors=True)
+    for record in (stage_dir.record, stage_dir.training):
+        record.unlink(missing_ok=True)
+    shutil.rmtree(stage_dir.model, ignore_errors=True)
+    shutil.rmtree(stage_dir.predictions_dir, ignore_errors=True)
 
 
-def _copy_stage(source: Path, stage_dir: Path) -> None:
+def _copy_stage(source: StageFolder, stage_dir: StageFolder) -> None:
     """Hard-link (or copy) a finished stage's model and training record into this run."""
 
     def link_or_copy(src: str, dst: str) -> None:
@@ -402,15 +371,15 @@ def _copy_stage(source: Path, stage_dir: Path) -> None:
             shutil.copy2(src, dst)
 
     def fill(tmp: Path) -> None:
-        shutil.copytree(source / "model", tmp, dirs_exist_ok=True, copy_function=link_or_copy)
+        shutil.copytree(source.model, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
 
-    write_dir_atomic(stage_dir / "model", fill)
-    shutil.rmtree(stage_dir / "trainer", ignore_errors=True)  # an interrupted own attempt
-    shutil.copy2(source / "data.jsonl", stage_dir / "data.jsonl")
-    record = json.loads((source / "training.json").read_text())
-    origin = record.get("shared_from") or str(source)  # where it was trained, not the copy
-    write_json_atomic(stage_dir / "training.json", record | {"shared_from": origin})
-    write_text_atomic(stage_dir / "fingerprint", (source / "fingerprint").read_text())
+    write_dir_atomic(stage_dir.model, fill)
+    shutil.rmtree(stage_dir.trainer, ignore_errors=True)  # an interrupted own attempt
+    shutil.copy2(source.data, stage_dir.data)
+    record = json.loads(source.training.read_text())
+    origin = record.get("shared_from") or str(source.path)  # where it was trained, not the copy
+    write_json_atomic(stage_dir.training, record | {"shared_from": origin})
+    write_text_atomic(stage_dir.fingerprint, source.fingerprint.read_text())
 
 
 def _tokens_by_kind(tokenizer, examples: list[Example]) -> dict[str, int]:
@@ -422,7 +391,8 @@ def _tokens_by_kind(tokenizer, examples: list[Example]) -> dict[str, int]:
     return counts
 
 
-def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, progress) -> dict:
+def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: StageFolder,
+               progress) -> dict:  # fmt: skip
     stage, examples = config.stages[index], stage_sets[index]
     name = config.stage_name(index)
     log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s", index + 1, name,
@@ -442,7 +412,7 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
             asked = [few_shot_example(e, config.stages[j].few_shot) for e in asked]
         preds = _score(model, tokenizer, asked, spec.match, config.evaluation, progress)
         scores[set_name] = accuracy(preds)
-        write_jsonl_atomic(stage_dir / "predictions" / f"{set_name}.jsonl",
+        write_jsonl_atomic(stage_dir.predictions(set_name),
                            (p.to_json() for p in preds))  # fmt: skip
         log.info("after stage %d: exact match on %s = %.1f%%", index + 1, set_name,
                  100 * scores[set_name])  # fmt: skip
@@ -473,11 +443,11 @@ def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: Path, 
             for h in outcome.get("probe_curve", [])
         ],
     }
-    write_json_atomic(stage_dir / "stage.json", record)
+    write_json_atomic(stage_dir.record, record)
     return record
 
 
-def _write_results(run_dir: Path, config: ExperimentConfig, records: list[dict]) -> dict:
+def _write_results(run: RunFolder, config: ExperimentConfig, records: list[dict]) -> dict:
     names = [config.stage_name(i) for i in range(len(config.stages))]
     matrix = [[r["accuracy"].get(n) for n in names] for r in records]
     results = {
@@ -488,7 +458,7 @@ def _write_results(run_dir: Path, config: ExperimentConfig, records: list[dict])
         "accuracy_matrix": {"rows": "after stage i", "columns": names, "values": matrix},
         "finished": len(records) == len(config.stages),
     }
-    write_json_atomic(run_dir / "results.json", results)
+    write_json_atomic(run.results, results)
     return results
 
 

@@ -23,6 +23,7 @@ from factmem.config import ExperimentConfig, load_config
 from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
 from factmem.io import write_text_atomic
+from factmem.layout import RunFolder, runs_under
 from factmem.stats import mean_std_text, paired_difference
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,8 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
     for runs_dir in dirs:
         if not runs_dir.is_dir():
             raise FactmemError(f"{runs_dir}: no such folder")
-        result_files = sorted(
-            p for depth in ("*", "*/*", "*/*/*") for p in runs_dir.glob(f"{depth}/results.json")
-        )
-        for results_file in result_files:
-            run_dir = results_file.parent
+        for run in runs_under(runs_dir, 3):
+            run_dir, results_file = run.path, run.results
             try:
                 results = json.loads(results_file.read_text())
             except json.JSONDecodeError as err:
@@ -59,7 +57,7 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
             if identity in seen:
                 continue
             seen.add(identity)
-            config = load_config(run_dir / "config.yaml")
+            config = load_config(run.config)
             rows.append(run_row(run_dir, config, results))
     if not rows:
         where = ", ".join(str(d) for d in dirs)
@@ -69,7 +67,7 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
 
 def final_verdicts(run_dir: Path, stage: int, set_name: str) -> dict[str, bool]:
     """{fact key: correct} of set `set_name` scored after stage `stage` (1-based)."""
-    file = run_dir / f"stage{stage}" / "predictions" / f"{set_name}.jsonl"
+    file = RunFolder(run_dir).stage(stage).predictions(set_name)
     if not file.is_file():
         return {}
     verdicts = {}
@@ -389,8 +387,9 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                 row["paper Δ"] = f"{value - base_paper[(table, d_a, d_b)]:+.1f}"
             if paired is not None and (d_a, d_b, strategy) in paired.index:
                 ours = paired.loc[(d_a, d_b, strategy)]
-                row["ours Δ [95% interval]"] = (f"{ours['difference']:+.1f} "
-                                                f"[{ours['low']:+.1f}, {ours['high']:+.1f}]")
+                row["ours Δ [95% interval]"] = (
+                    f"{ours['difference']:+.1f} [{ours['low']:+.1f}, {ours['high']:+.1f}]"
+                )
                 row["verdict"] = _direction_verdict(row["paper Δ"], ours["verdict"])
         rows.append(row)
     columns = ["D_A", "D_B", "strategy", "paper table", "paper model", "paper", "paper Δ", "ours",
