@@ -3,9 +3,10 @@ uninterrupted one of the same seeds)
 
     .venv/bin/python scripts/compare_grids.py runs/demo runs/uninterrupted/demo
 
-Per run: exact match on every set after every stage, and every logged step loss. Prints one
-line per run and exits 1 if any differ. Also counts each grid's stage trainings (stages not
-shared from another run) and how many stages resumed from a trainer checkpoint.
+Per run: exact match on every set after every stage, every logged step loss, the forgetting
+curve, and every prediction file byte for byte. Prints one line per run and exits 1 if any
+differ (or if the two grids hold different runs). Also counts each grid's stage trainings
+(stages not shared from another run) and how many stages resumed from a trainer checkpoint.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 
 def science(run: Path) -> list:
     results = json.loads((run / "results.json").read_text())
+    predictions = {p.relative_to(run).as_posix(): p.read_bytes()
+                   for p in sorted(run.glob("stage*/predictions/*.jsonl"))}  # fmt: skip
     return [(s["accuracy"], [h["loss"] for h in s["loss_curve"]], s.get("curve"))
-            for s in results["stages"]]  # fmt: skip
+            for s in results["stages"]] + [predictions]  # fmt: skip
 
 
 def trainings(grid: Path) -> tuple[int, int]:
@@ -38,6 +41,10 @@ def main() -> int:
     parser.add_argument("b", type=Path)
     args = parser.parse_args()
     runs = sorted(p.parent.name for p in args.a.glob("*/results.json"))
+    others = sorted(p.parent.name for p in args.b.glob("*/results.json"))
+    if runs != others:
+        print(f"different runs: {runs} vs {others}")
+        return 1
     different = 0
     for name in runs:
         same = science(args.a / name) == science(args.b / name)

@@ -36,9 +36,15 @@ TARGETS = [
     ("no-mixing_seed0/stage2/model", ("no-mixing_seed0", 2)),
     ("no-mixing_seed0/stage2/stage.json", None),
     ("replay-0.5_seed0/stage1/model", None),  # hard-linking the shared stage
+    ("generic/", None),  # the cache of model-written generic passages (REMIX -/Generic)
     ("replay-0.5_seed0/stage2/training.json", ("replay-0.5_seed0", 2)),
     ("replay-0.5_seed0/results.json", None),
 ]
+
+
+# generic passages written by the (tiny) model itself, cached in FACTMEM_CACHE/generic/
+GENERIC = {"source": "generic", "corpus": "model", "prefix_words": 4, "continuation_words": 4,
+           "ratio": 1.0}  # fmt: skip
 
 
 def _grid(tmp_path: Path, model_dir: Path) -> Path:
@@ -60,7 +66,8 @@ def _grid(tmp_path: Path, model_dir: Path) -> Path:
     grid = {"name": "g", "base": str(tmp_path / "base.yaml"),
             "output_dir": str(tmp_path / "runs"),
             "axes": {"strategy": {"No Mixing": {},
-                                  "Replay 0.5": {"stages[1].replay": {"fraction": 0.5}}},
+                                  "Replay 0.5": {"stages[1].replay": {"fraction": 0.5},
+                                                 "stages[1].mixing": GENERIC}},
                      "seed": [0]}}  # fmt: skip
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
     return tmp_path / "grid.yaml"
