@@ -87,3 +87,22 @@ def test_auto_pads_equal_lengths_and_packs_mixed_lengths(tiny):
     assert collator.last_layout == "padded"
     collator([dict(f) for f in _features(tokenizer)])
     assert collator.last_layout == "packed"
+
+
+def test_pad_rows_pads_on_either_side_and_marks_the_real_entries():
+    from factmem.batching import pad_rows
+
+    ids, mask = pad_rows([[5, 6, 7], [8]], value=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = pad_rows([[5, 6, 7], [8]], value=-100, left=True)
+    assert ids.tolist() == [[5, 6, 7], [-100, -100, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert ids.dtype == mask.dtype == torch.long
+
+
+def test_markdown_table_is_the_compact_pipe_form():
+    from factmem.markdown import markdown_table
+
+    assert markdown_table(["a", "b"], [[1, ""], ["x", 2.5]]) == (
+        "| a | b |\n|---|---|\n| 1 |  |\n| x | 2.5 |"
+    )

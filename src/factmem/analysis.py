@@ -20,6 +20,7 @@ from factmem.gradients import gradient_cosines, loss_gradient
 from factmem.io import write_json_atomic
 from factmem.layout import RunFolder
 from factmem.lens import lens_hits
+from factmem.markdown import markdown_table
 from factmem.models import load_model, load_tokenizer
 
 
@@ -122,14 +123,14 @@ def run_gradients(run_dir: Path, stage: int = 1, n: int = 32, mix_from: Path | N
 
 def lens_table(records: list[dict]) -> str:
     """Markdown: layer of first occurrence (mean, std), share found, exact match per run."""
-    lines = ["| run | stage | set | n | first layer: mean | std | found in top-k | exact match |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in records:
-        accuracy = f"{100 * r['accuracy']:.1f}%" if r["accuracy"] is not None else "-"
-        lines.append(f"| {Path(r['run']).name} | {r['stage']} | {r['set']} | {r['examples']} | "
-                     f"{r['first_layer_mean']:.1f} | {r['first_layer_std']:.1f} | "
-                     f"{100 * r['found']:.0f}% | {accuracy} |")  # fmt: skip
-    return "\n".join(lines)
+    header = ["run", "stage", "set", "n", "first layer: mean", "std", "found in top-k",
+              "exact match"]  # fmt: skip
+    rows = [[Path(r["run"]).name, r["stage"], r["set"], r["examples"],
+             f"{r['first_layer_mean']:.1f}", f"{r['first_layer_std']:.1f}",
+             f"{100 * r['found']:.0f}%",
+             f"{100 * r['accuracy']:.1f}%" if r["accuracy"] is not None else "-"]
+            for r in records]  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def lens_figure(records: list[dict], path: Path) -> Path:
@@ -157,11 +158,11 @@ def lens_figure(records: list[dict], path: Path) -> Path:
 
 def gradients_table(records: list[dict]) -> str:
     """Markdown: overall cosine and the per-layer range, per run and pair of sets."""
-    lines = ["| run | stage | pair | overall cosine | min layer cosine | max layer cosine |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = []
     for r in records:
         for pair, c in r["cosines"].items():
             layers = [v for g, v in c["groups"].items() if g.startswith("layer.")]
-            lines.append(f"| {Path(r['run']).name} | {r['stage']} | {pair} | {c['overall']:.4f} "
-                         f"| {min(layers):.4f} | {max(layers):.4f} |")  # fmt: skip
-    return "\n".join(lines)
+            rows.append([Path(r["run"]).name, r["stage"], pair, f"{c['overall']:.4f}",
+                         f"{min(layers):.4f}", f"{max(layers):.4f}"])  # fmt: skip
+    header = ["run", "stage", "pair", "overall cosine", "min layer cosine", "max layer cosine"]
+    return markdown_table(header, rows)

@@ -18,6 +18,7 @@ shift_labels) but no collator that combines them into short packed rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -49,6 +50,21 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
             rows.append([i])
             used.append(lengths[i])
     return rows
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Rows of token ids (or labels) of different lengths as one long tensor, padded with
+    `value` on the right (left=True: on the left, as generation wants), and the 0/1 mask of
+    the real entries. The one padder of evaluation, generation, lens and gradients."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[r, span] = torch.tensor(row, dtype=torch.long)
+        mask[r, span] = 1
+    return ids, mask
 
 
 def packed_batch(features: list[dict], rows: list[list[int]], pad_id: int) -> dict:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factmem.errors import ConfigError
+from factmem.markdown import markdown_table
 
 
 class _Strict(BaseModel):
@@ -677,7 +678,7 @@ def describe_fields() -> str:
         ("training / stages[i].training", TrainingConfig),
         ("evaluation", EvaluationConfig),
     ]:
-        out.append(f"### `{title}`\n\n| field | default | meaning |\n|---|---|---|")
+        rows = []
         for name, info in model.model_fields.items():
             if info.is_required():
                 default = "required"
@@ -686,6 +687,6 @@ def describe_fields() -> str:
                 default = "see below" if isinstance(value, BaseModel) else f"`{value}`"
             else:
                 default = f"`{info.default}`"
-            out.append(f"| `{name}` | {default} | {info.description or ''} |")
-        out.append("")
+            rows.append([f"`{name}`", default, info.description or ""])
+        out += [f"### `{title}`\n", markdown_table(["field", "default", "meaning"], rows), ""]
     return "\n".join(out)

@@ -36,6 +36,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from factmem.batching import pad_rows
 from factmem.data.example import Example, encode_prompt, encode_response
 from factmem.models import accepts_logits_to_keep
 
@@ -123,12 +124,8 @@ def _target_logits(
     large vocabulary and long answers.
     """
     device = model.device
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
+    input_ids, mask = pad_rows(sequences, pad_id)
+    width = input_ids.shape[1]
     # The model's own forward (so any logit scaling or soft-capping applies), asked for logits
     # only from the earliest answer position on when it supports `logits_to_keep`.
     keep = width - (min(prompt_lengths) - 1)
@@ -278,14 +275,9 @@ def greedy_generate(
                 disable=not progress,
                 leave=False,
             ):
-                width = max(len(encoded[i]) for i in batch)
-                input_ids = torch.full(
-                    (len(batch), width), tokenizer.pad_token_id, dtype=torch.long
-                )
-                mask = torch.zeros_like(input_ids)
-                for row, i in enumerate(batch):
-                    input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                    mask[row, width - len(encoded[i]) :] = 1
+                input_ids, mask = pad_rows([encoded[i] for i in batch], tokenizer.pad_token_id,
+                                           left=True)  # fmt: skip
+                width = input_ids.shape[1]
                 criteria = StoppingCriteriaList()
                 if answers is not None:
                     criteria.append(

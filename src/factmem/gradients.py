@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from factmem.batching import pad_rows
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 
 
@@ -36,13 +37,8 @@ def loss_gradient(
     try:
         for start in range(0, len(encoded), batch_size):
             batch = encoded[start : start + batch_size]
-            width = max(len(e["input_ids"]) for e in batch)
-            ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"]))
-                                for e in batch], device=model.device)  # fmt: skip
-            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"]))
-                                 for e in batch], device=model.device)  # fmt: skip
-            labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"]))
-                                   for e in batch], device=model.device)  # fmt: skip
+            ids, mask = (t.to(model.device) for t in pad_rows([e["input_ids"] for e in batch], pad))
+            labels = pad_rows([e["labels"] for e in batch], IGNORE_INDEX)[0].to(model.device)
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
                                    ignore_index=IGNORE_INDEX, reduction="sum")  # fmt: skip

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from factmem.batching import pad_rows
 from factmem.data.example import Example, encode_prompt, encode_response
 from factmem.evaluation import eval_mode
 
@@ -96,10 +97,8 @@ class LogitLens:
 def prompt_batch(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]):
     """Right-padded prompt ids, mask, the last prompt position and the gold first token."""
     prompts = [encode_prompt(tokenizer, e.prompt, e.history) for e in examples]
-    width = max(len(p) for p in prompts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([p + [pad] * (width - len(p)) for p in prompts])
-    mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
+    ids, mask = pad_rows(prompts, pad)
     positions = torch.tensor([len(p) - 1 for p in prompts])
     gold = torch.tensor([encode_response(tokenizer, e.response)[0] for e in examples])
     return ids, mask, positions, gold

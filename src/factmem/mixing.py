@@ -239,6 +239,7 @@ def model_documents(model: str, count: int, seed: int | str, cfg: MixingConfig) 
     offline. Passages are sampled (temperature 1.0, top-p 0.95) from chat prompts asking for
     a passage about a generic topic, until `count` of them have enough words.
     """
+    from factmem.batching import pad_rows
     from factmem.evaluation import eval_mode
     from factmem.io import write_jsonl_atomic
     from factmem.models import cache_dir, load_model, load_tokenizer, resolve_model
@@ -275,12 +276,8 @@ def model_documents(model: str, count: int, seed: int | str, cfg: MixingConfig) 
             for _ in range(min(32, 2 * (count - len(documents))))
         ]
         encoded = [encode_prompt(tokenizer, p) for p in prompts]
-        width = max(map(len, encoded))
-        ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(encoded):
-            ids[row, width - len(seq) :] = torch.tensor(seq)
-            mask[row, width - len(seq) :] = 1
+        ids, mask = pad_rows(encoded, tokenizer.pad_token_id, left=True)
+        width = ids.shape[1]
         batch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         with torch.random.fork_rng(), eval_mode(lm):  # leave the global RNG as it was
             torch.manual_seed(batch_seed)
