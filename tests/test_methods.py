@@ -160,3 +160,18 @@ def test_l2_and_ewc_with_lora_penalise_the_effective_weight_change(tiny_model_di
     config = _config(tiny_model_dir, tmp_path, "ewc-lora", lora={"r": 4}, regularizer=ewc_settings)
     results = run_experiment(config, progress=False)
     assert results["stages"][1]["loss_curve"][-1]["penalty"] > 0
+
+
+def test_every_method_a_config_can_name_is_registered_in_the_order_it_acts(tiny_model_dir,
+                                                                             tmp_path):  # fmt: skip
+    from typing import get_args
+
+    from factmem.config import RegularizerConfig
+    from factmem.methods import METHODS, method_labels
+
+    named = set(get_args(RegularizerConfig.model_fields["method"].annotation))
+    assert named | {"lora", "wise"} == set(METHODS)
+    config = _config(tiny_model_dir, tmp_path, lora={"r": 4}, weight_average=0.5,
+                     regularizer={"method": "ewc", "strength": 0.1})  # fmt: skip
+    assert method_labels(config.stages[1]) == ["LoRA r4", "EWC 0.1", "WiSE 0.5"]
+    assert method_labels(config.stages[0]) == []

@@ -10,6 +10,10 @@ they do not fork it):
 Besides penalties: weight averaging (WiSE-FT, Wortsman et al. 2022) after a stage, and LoRA
 (peft) as the way a stage trains. Penalties are computed in fp32 and do not enter the
 logged loss, so stop rules see the task loss only.
+
+Each method the config can name (lora, l2, ewc, lwf, wise) is a `Method` in `METHODS` (at
+the end): hooks before, around and after the stage's training, and the label reports use.
+The pipeline and the report hold no per-method branch.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
+from factmem.io import write_dir_atomic
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +196,166 @@ def with_lora(model: PreTrainedModel, settings) -> PreTrainedModel:
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=settings.target_modules, task_type="CAUSAL_LM")  # fmt: skip
     return get_peft_model(model, config)
+
+
+# ---------------------------------------------------------------- the methods a config names
+
+
+@dataclass
+class StageContext:
+    """What a method may need of its stage besides the model: set by the pipeline."""
+
+    stage: Any  # config.StageConfig (not imported: config imports nothing from here)
+    tokenizer: PreTrainedTokenizerBase
+    previous_set: list[Example]  # the previous stage's own set (EWC's Fisher)
+    previous_dir: Path  # where the previous stage was trained (EWC's Fisher cache)
+    previous_model: str  # the stage's start model (WiSE-FT averages with it)
+    adapter_dir: Path  # where a LoRA stage keeps its adapter
+    load_model: Callable[[str], PreTrainedModel]
+    save: bool = True  # False on ranks > 0 of a multi-process launch: they write nothing
+
+
+class Method:
+    """A continual-learning method, keyed by its name in the config, as hooks around the one
+    training loop (Avalanche's plugins): every hook defaults to doing nothing.
+
+    The pipeline calls, for the stage's methods in registry order: `before_training` on the
+    start model, `wrap` (the model that trains), `penalty` (a training-loop Plugin), then
+    after training `after_training` (the model the stage saves)."""
+
+    name = ""
+
+    def __init__(self, context: StageContext):
+        self.context = context
+
+    @staticmethod
+    def active(stage) -> bool:
+        return False
+
+    @staticmethod
+    def label(stage) -> str:
+        return ""
+
+    def before_training(self, model: PreTrainedModel) -> None:
+        return None
+
+    def wrap(self, model: PreTrainedModel) -> PreTrainedModel:
+        return model
+
+    def penalty(self, model: PreTrainedModel) -> Plugin | None:
+        return None
+
+    def after_training(self, model: PreTrainedModel) -> PreTrainedModel:
+        return model
+
+
+class LoRA(Method):
+    """The stage trains fresh LoRA adapters (peft); the adapter is kept, the stage continues
+    with the merged weights."""
+
+    name = "lora"
+
+    @staticmethod
+    def active(stage) -> bool:
+        return stage.lora is not None
+
+    @staticmethod
+    def label(stage) -> str:
+        return f"LoRA r{stage.lora.r}"
+
+    def wrap(self, model):
+        return with_lora(model, self.context.stage.lora)
+
+    def after_training(self, model):
+        if self.context.save:
+            write_dir_atomic(self.context.adapter_dir, lambda tmp: model.save_pretrained(tmp))
+        return model.merge_and_unload()
+
+
+class _Penalty(Method):
+    """l2 / ewc / lwf: the stage's `regularizer`."""
+
+    @classmethod
+    def active(cls, stage) -> bool:
+        return stage.regularizer is not None and stage.regularizer.method == cls.name
+
+    @classmethod
+    def label(cls, stage) -> str:
+        return f"{cls.title} {stage.regularizer.strength:g}"
+
+    title = ""
+
+
+class L2(_Penalty):
+    """L2-SP: on the weights, or with LoRA on each adapted layer's weight change."""
+
+    name, title = "l2", "L2"
+
+    def before_training(self, model):
+        self.fisher = None
+
+    def penalty(self, model):
+        strength = self.context.stage.regularizer.strength
+        if self.context.stage.lora is not None:
+            return AdapterAnchor(model, strength, self.fisher)
+        return WeightAnchor(model, strength, self.fisher)
+
+
+class EWC(L2):
+    """L2 weighted by the Fisher diagonal of the previous stage's set at the start model
+    (computed before LoRA wraps the model, on its base weights)."""
+
+    name, title = "ewc", "EWC"
+
+    def before_training(self, model):
+        ctx = self.context
+        examples = ctx.previous_set[: ctx.stage.regularizer.fisher_examples]
+        self.fisher = cached_fisher(model, ctx.tokenizer, examples, ctx.previous_dir)
+
+
+class LwF(_Penalty):
+    """Distillation from the frozen start model (copied before LoRA wraps the model)."""
+
+    name, title = "lwf", "LwF"
+
+    def before_training(self, model):
+        settings = self.context.stage.regularizer
+        self.plugin = Distillation(model, settings.strength, settings.temperature)
+
+    def penalty(self, model):
+        return self.plugin
+
+
+class WiSE(Method):
+    """WiSE-FT after the stage: weights = alpha * new + (1 - alpha) * the stage's start."""
+
+    name = "wise"
+
+    @staticmethod
+    def active(stage) -> bool:
+        return stage.weight_average is not None
+
+    @staticmethod
+    def label(stage) -> str:
+        return f"WiSE {stage.weight_average:g}"
+
+    def after_training(self, model):
+        alpha = self.context.stage.weight_average
+        log.info("weights = %.3g * new + %.3g * previous (WiSE-FT)", alpha, 1 - alpha)
+        average_weights(model, self.context.load_model(self.context.previous_model), alpha)
+        return model
+
+
+# In the order they act: LoRA wraps before a penalty is built on the training model, and
+# merges before WiSE-FT averages.
+METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, L2, EWC, LwF, WiSE)}
+
+
+def stage_methods(context: StageContext) -> list[Method]:
+    """The methods the stage's config turns on, ready to hook into its training."""
+    return [method(context) for method in METHODS.values() if method.active(context.stage)]
+
+
+def method_labels(stage) -> list[str]:
+    """How a report names the stage's methods ("LoRA r8", "EWC 100", "WiSE 0.5")."""
+    return [method.label(stage) for method in METHODS.values() if method.active(stage)]

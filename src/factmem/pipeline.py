@@ -31,14 +31,8 @@ from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
 from factmem.integrity import json_problem, model_problem, stage_problem
 from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.layout import RunFolder, StageFolder
-from factmem.methods import (
-    AdapterAnchor,
-    Distillation,
-    WeightAnchor,
-    average_weights,
-    cached_fisher,
-    with_lora,
-)
+from factmem.markdown import markdown_table
+from factmem.methods import StageContext, stage_methods
 from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
 from factmem.training import StageOutcome, train_stage
@@ -251,12 +245,17 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: StageFolde
     if is_main():
         write_jsonl_atomic(stage_dir.data, (asdict(e) for e in train_set))
     model = load_model(previous, tokenizer)
-    plugins = _plugins(stage, model, tokenizer, stage_sets[index - 1] if index else [],
-                       stage_dir.run.stage(index).origin().path)  # fmt: skip
-    if stage.lora is not None:
-        model = with_lora(model, stage.lora)
-        if plugins and isinstance(plugins[0], WeightAnchor):  # l2 / ewc: on delta W = B A
-            plugins = [AdapterAnchor(model, stage.regularizer.strength, plugins[0].weights)]
+    methods = stage_methods(StageContext(
+        stage=stage, tokenizer=tokenizer, previous_set=stage_sets[index - 1] if index else [],
+        previous_dir=stage_dir.run.stage(index).origin().path, previous_model=previous,
+        adapter_dir=stage_dir.adapter, load_model=lambda path: load_model(path, tokenizer),
+        save=is_main(),
+    ))  # fmt: skip
+    for method in methods:
+        method.before_training(model)
+    for method in methods:
+        model = method.wrap(model)
+    plugins = [p for p in (method.penalty(model) for method in methods) if p is not None]
     match = REGISTRY[stage.dataset].match
 
     def epoch_check(m) -> float:
@@ -271,34 +270,14 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: StageFolde
                           stage_dir.trainer, config.seed, epoch_check, progress,
                           _curve_probe(config, index, stage_sets, tokenizer),
                           evaluation.curve_every_steps, plugins)  # fmt: skip
-    if stage.lora is not None:  # keep the adapter, continue with the merged weights
-        if is_main():
-            write_dir_atomic(stage_dir.adapter, lambda tmp: model.save_pretrained(tmp))
-        model = model.merge_and_unload()
-    if stage.weight_average is not None:
-        log.info("stage %d: weights = %.3g * new + %.3g * previous (WiSE-FT)", index + 1,
-                 stage.weight_average, 1 - stage.weight_average)  # fmt: skip
-        average_weights(model, load_model(previous, tokenizer), stage.weight_average)
+    for method in methods:  # e.g. LoRA merges (keeping its adapter), WiSE-FT averages
+        model = method.after_training(model)
     outcome_record = asdict(outcome) | {"mixture": mixture}
     if is_main():
         write_dir_atomic(stage_dir.model, lambda tmp: save_model(model, tokenizer, tmp))
         write_json_atomic(trained_file, outcome_record)
         shutil.rmtree(stage_dir.trainer, ignore_errors=True)  # only served resumption
     return model, outcome_record
-
-
-def _plugins(stage, model, tokenizer, previous_set: list[Example], previous_dir: Path) -> list:
-    """The stage's continual-learning penalty as a training-loop plugin (methods.py)."""
-    settings = stage.regularizer
-    if settings is None:
-        return []
-    if settings.method == "l2":
-        return [WeightAnchor(model, settings.strength)]
-    if settings.method == "ewc":
-        fisher = cached_fisher(model, tokenizer, previous_set[: settings.fisher_examples],
-                               previous_dir)  # fmt: skip
-        return [WeightAnchor(model, settings.strength, fisher)]
-    return [Distillation(model, settings.strength, settings.temperature)]
 
 
 def _curve_probe(config: ExperimentConfig, index: int, stage_sets: list[list[Example]],
@@ -471,23 +450,11 @@ def results_table(results: dict) -> str:
         + [f"EM {c} ({stages[c]['dataset']})" if c in stages else f"EM {c}" for c in columns]
         + ["epochs", "train s"]
     )
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for record in results["stages"]:
-        cells = [
-            f"{100 * record['accuracy'][c]:.1f}" if c in record["accuracy"] else "-"
-            for c in columns
-        ]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    f"{record['index']} {record['name']}",
-                    f"{record['dataset']} ({record['size']})",
-                    *cells,
-                    f"{record['epochs']:.1f}",
-                    f"{record['train_time_s']:.0f}",
-                ]
-            )
-            + " |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [f"{record['index']} {record['name']}", f"{record['dataset']} ({record['size']})",
+         *[f"{100 * record['accuracy'][c]:.1f}" if c in record["accuracy"] else "-"
+           for c in columns],
+         f"{record['epochs']:.1f}", f"{record['train_time_s']:.0f}"]
+        for record in results["stages"]
+    ]  # fmt: skip
+    return markdown_table(header, rows)

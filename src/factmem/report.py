@@ -24,6 +24,7 @@ from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
 from factmem.io import write_text_atomic
 from factmem.layout import RunFolder, runs_under
+from factmem.methods import method_labels
 from factmem.stats import mean_std_text, paired_difference
 
 log = logging.getLogger(__name__)
@@ -147,13 +148,7 @@ def strategy_label(config: ExperimentConfig) -> str:
         label = f"Replay {replay[0]:g}" + (f" + {label}" if label else "")
     methods = []  # continual-learning baselines, in the order they act
     for stage in config.stages:
-        if stage.lora is not None:
-            methods.append(f"LoRA r{stage.lora.r}")
-        if stage.regularizer is not None:
-            name = {"l2": "L2", "ewc": "EWC", "lwf": "LwF"}[stage.regularizer.method]
-            methods.append(f"{name} {stage.regularizer.strength:g}")
-        if stage.weight_average is not None:
-            methods.append(f"WiSE {stage.weight_average:g}")
+        methods += method_labels(stage)
     if methods:
         label = " + ".join(dict.fromkeys(methods)) + (f" + {label}" if label else "")
     return label or "No Mixing"
