@@ -135,7 +135,8 @@ def _readme(out: Path) -> str:
     lines = [
         "# factmem archive of finished runs (no weights)\n",
         "Made by `factmem archive` or `factmem grid ... --archive`. Rebuild the report with",
-        f"`factmem report {out} --paper remix`; a grid given `--archive {out}` skips these runs.\n",
+        "`factmem report PATH --paper remix`, PATH being this folder (or one grid's folder in it);",
+        "a grid given `--archive PATH` skips these runs.\n",
         f"{len(runs)} runs:\n",
         *[f"- {r}" for r in runs],
     ]
