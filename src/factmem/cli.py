@@ -145,17 +145,17 @@ def cmd_gradients(args: argparse.Namespace) -> None:
     print("\nper-layer cosines: <run>/stage<k>/gradients.json")
 
 
+def _add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE`, the same for `run` and `grid` (parsed by config.parse_override)."""
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=help)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="factmem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and score every stage of a config (resumes)")
     run.add_argument("config", help="a YAML file, or a preset name from configs/ (e.g. default)")
-    run.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a field, e.g. --set stages[0].size=32 --set seed=1",
-    )
+    _add_set_option(run, "override a field, e.g. --set stages[0].size=32 --set seed=1")
     run.add_argument("--name", help="run name (directory under output_dir)")
     run.add_argument("--output-dir", help="where run directories go (default: runs)")
     run.add_argument("--quiet", action="store_true", help="warnings only, no progress bars")
@@ -181,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     filt.set_defaults(func=cmd_filter)
     grid = sub.add_parser("grid", help="run a grid of experiments (resumes; shares stages)")
     grid.add_argument("grid", help="a grid YAML file, or a preset in configs/grids/")
-    grid.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a field in every run, e.g. --set stages[0].size=200",
-    )
+    _add_set_option(grid, "override a field in every run, e.g. --set stages[0].size=200")
     grid.add_argument("--profile", help="a named override set of the grid file, e.g. paper")
     grid.add_argument("--only", action="append", metavar="AXIS=LABEL",
                       help="run a slice: only runs with this axis value (repeatable; values "

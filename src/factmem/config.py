@@ -528,12 +528,18 @@ def _format_errors(
     return "invalid config:\n  " + "\n  ".join(messages)
 
 
-def parse_override(text: str) -> tuple[tuple, Any]:
-    """`stages[1].size=64` or `stages.1.size=64` -> (("stages", 1, "size"), 64)."""
+def split_override(text: str) -> tuple[str, Any]:
+    """`--set stages[1].size=64` -> ("stages[1].size", 64): the one `--set` parser (run, grid)."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key=value, e.g. stages[0].size=64")
     key, raw = text.split("=", 1)
-    return parse_key(key, f"--set {text!r}"), yaml.safe_load(raw) if raw else ""
+    return key, yaml.safe_load(raw) if raw else ""
+
+
+def parse_override(text: str) -> tuple[tuple, Any]:
+    """`stages[1].size=64` or `stages.1.size=64` -> (("stages", 1, "size"), 64)."""
+    key, value = split_override(text)
+    return parse_key(key, f"--set {text!r}"), value
 
 
 def parse_key(key: str, where: str = "") -> tuple:

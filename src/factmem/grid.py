@@ -57,6 +57,7 @@ from factmem.config import (
     find_config,
     load_config,
     read_config_data,
+    split_override,
 )
 from factmem.errors import ConfigError, FactmemError
 from factmem.io import write_json_atomic
@@ -175,10 +176,8 @@ def load_grid(
                            f"{grid_path}: vars")  # fmt: skip
     last: dict[str, Any] = {}  # --set on the command line: every run, after the axes
     for text in overrides:
-        if "=" not in text:
-            raise ConfigError(f"--set {text!r}: expected key=value")
-        key, raw = text.split("=", 1)
-        last[key] = yaml.safe_load(raw) if raw else ""
+        key, value = split_override(text)
+        last[key] = value
     axes = _read_axes(data.get("axes") or {}, grid_path)
     directory = Path(last.pop("output_dir", None) or data.get("output_dir") or "runs") / str(
         data["name"]
