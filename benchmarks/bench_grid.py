@@ -21,8 +21,8 @@ import yaml
 
 from factmem.config import load_config
 from factmem.grid import load_grid, run_grid
-from factmem.models import build_tiny_model
 from factmem.pipeline import run_experiment
+from factmem.testing import build_tiny_model
 
 STRATEGIES = {
     "No Mixing": {},

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from factmem.analysis import run_gradients, run_lens
-from factmem.io import write_text_atomic
+from factmem.atomic import write_text_atomic
 from factmem.report import _retention_curves, collect_runs
 
 LENS_STRATEGIES = {"No Mixing": "no-mixing", "Random/Generic": "random_generic"}

@@ -23,10 +23,10 @@ import logging
 import statistics
 from pathlib import Path
 
+from factmem.atomic import write_json_atomic, write_text_atomic
 from factmem.config import find_config, load_config
 from factmem.data.example import Example
 from factmem.evaluation import mean_response_loss
-from factmem.io import write_json_atomic, write_text_atomic
 from factmem.models import load_model, load_tokenizer
 from factmem.pipeline import run_experiment
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from factmem.models import build_tiny_model
+from factmem.testing import build_tiny_model
 
 
 def write_grid(folder: Path) -> Path:

@@ -10,7 +10,8 @@ from factmem.cli import main
 from factmem.data.factoid import key_value_recall
 from factmem.gradients import gradient_cosines, loss_gradient, parameter_group
 from factmem.lens import LensResult, LogitLens, lens_hits, prompt_batch
-from factmem.models import build_tiny_model, load_model, load_tokenizer
+from factmem.models import load_model, load_tokenizer
+from factmem.testing import build_tiny_model
 
 
 @pytest.fixture(scope="module")

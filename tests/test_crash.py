@@ -1,7 +1,7 @@
 """Kill anywhere, any number of times: a grid killed inside each kind of write it makes, and
 resumed after each kill, ends bitwise where an uninterrupted grid ends (issue 14, item 1).
 
-The kills are not left to luck: FACTMEM_CRASH_AT (factmem.io.crash_point) makes the process
+The kills are not left to luck: FACTMEM_CRASH_AT (factmem.atomic.crash_point) makes the process
 SIGKILL itself halfway through the first write whose path contains a given text, with the
 file half written or the folder filled but not yet renamed. Every target below lies ahead of
 the previous one in the grid's order of writes, so each attempt dies exactly there.

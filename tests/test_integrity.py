@@ -85,7 +85,7 @@ def test_a_failed_write_leaves_the_run_resumable(tiny_model_dir, tmp_path, monke
 
     import yaml
 
-    import factmem.io as io
+    import factmem.atomic as atomic
     from factmem.cli import main
 
     config = _config(tiny_model_dir, tmp_path)
@@ -98,7 +98,7 @@ def test_a_failed_write_leaves_the_run_resumable(tiny_model_dir, tmp_path, monke
             raise OSError(getattr(errno, error), os.strerror(getattr(errno, error)), str(dst))
         return real(src, dst)
 
-    monkeypatch.setattr(io.os, "replace", failing)
+    monkeypatch.setattr(atomic.os, "replace", failing)
     assert main(["run", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "run the same command again" in err
@@ -107,7 +107,7 @@ def test_a_failed_write_leaves_the_run_resumable(tiny_model_dir, tmp_path, monke
     assert not (run / "stage2" / "stage.json").exists()  # nothing looks finished
     assert not list(run.rglob(".stage.json.*"))  # no temporary file left behind
     assert not json.loads((run / "results.json").read_text())["finished"]
-    monkeypatch.setattr(io.os, "replace", real)
+    monkeypatch.setattr(atomic.os, "replace", real)
     assert main(["run", str(path), "--quiet"]) == 0
     assert json.loads((run / "results.json").read_text())["finished"]
 

@@ -244,7 +244,7 @@ def test_familiarity_filter_score_only_stage_and_unscored_nonfactoid_set(
 def test_atomic_writes_leave_a_normal_file_mode(tmp_path):
     import os
 
-    from factmem.io import write_json_atomic
+    from factmem.atomic import write_json_atomic
 
     write_json_atomic(tmp_path / "r.json", {"a": 1})
     mask = os.umask(0)

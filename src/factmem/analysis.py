@@ -13,11 +13,11 @@ import json
 import random
 from pathlib import Path
 
+from factmem.atomic import write_json_atomic
 from factmem.config import load_config
 from factmem.data.example import Example
 from factmem.errors import FactmemError
 from factmem.gradients import gradient_cosines, loss_gradient
-from factmem.io import write_json_atomic
 from factmem.layout import RunFolder
 from factmem.lens import lens_hits
 from factmem.markdown import markdown_table

@@ -24,8 +24,8 @@ import json
 import shutil
 from pathlib import Path
 
+from factmem.atomic import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.errors import FactmemError
-from factmem.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.layout import RunFolder, runs_under
 
 MARKER = "archive.json"

@@ -68,8 +68,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_filter(args: argparse.Namespace) -> None:
+    from factmem.atomic import write_jsonl_atomic
     from factmem.familiarity import split_by_familiarity
-    from factmem.io import write_jsonl_atomic
 
     _setup_logging(None, args.quiet)
     options = {"split": args.split} if args.split else {}

@@ -19,10 +19,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from factmem.atomic import crash_point
 from factmem.data.example import Example
 from factmem.data.qa import ANSWER_SUFFIX
 from factmem.evaluation import MatchMode, exact_match
-from factmem.io import crash_point
 
 log = logging.getLogger(__name__)
 

@@ -50,6 +50,7 @@ from typing import Any
 import yaml
 
 from factmem.archive import archive_run, archived_fingerprints, is_finished, write_readme
+from factmem.atomic import write_json_atomic
 from factmem.config import (
     ExperimentConfig,
     apply_overrides,
@@ -60,7 +61,6 @@ from factmem.config import (
     split_override,
 )
 from factmem.errors import ConfigError, FactmemError
-from factmem.io import write_json_atomic
 from factmem.layout import RunFolder, grid_record
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from factmem.atomic import write_dir_atomic
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
-from factmem.io import write_dir_atomic
 
 log = logging.getLogger(__name__)
 

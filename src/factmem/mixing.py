@@ -239,9 +239,9 @@ def model_documents(model: str, count: int, seed: int | str, cfg: MixingConfig) 
     offline. Passages are sampled (temperature 1.0, top-p 0.95) from chat prompts asking for
     a passage about a generic topic, until `count` of them have enough words.
     """
+    from factmem.atomic import write_jsonl_atomic
     from factmem.batching import pad_rows
     from factmem.evaluation import eval_mode
-    from factmem.io import write_jsonl_atomic
     from factmem.models import cache_dir, load_model, load_tokenizer, resolve_model
 
     need = cfg.prefix_words + cfg.continuation_words

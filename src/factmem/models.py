@@ -18,15 +18,13 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
+from factmem.atomic import write_dir_atomic
 from factmem.errors import ConfigError
-from factmem.io import write_dir_atomic
 
 log = logging.getLogger(__name__)
 
@@ -172,60 +170,3 @@ def load_model(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
-
-
-# ------------------------------------------------------------------ tiny models for tests
-
-
-def build_tiny_model(
-    folder: str | Path, *, layers: int = 2, hidden: int = 64, seed: int = 0
-) -> Path:
-    """A randomly initialised Llama with a small byte-level BPE tokenizer, saved to `folder`.
-
-    Tests and smoke runs use it: it trains in seconds, and behaves like a real HF model folder.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
-    corpus = [
-        "<|user|>\nThe value of key is?\n<|assistant|>\n",
-        "Complete the following partial passage: the of and to in a is that for it as was",
-    ] * 20
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
-    save_model(model, tokenizer, folder)
-    return folder

@@ -21,6 +21,12 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from factmem.atomic import (
+    write_dir_atomic,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from factmem.config import ExperimentConfig, config_to_yaml
 from factmem.data.example import Example, encode_example
 from factmem.data.registry import REGISTRY, Judge, load_examples
@@ -29,7 +35,6 @@ from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
 from factmem.integrity import json_problem, model_problem, stage_problem
-from factmem.io import write_dir_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.layout import RunFolder, StageFolder
 from factmem.markdown import markdown_table
 from factmem.methods import StageContext, stage_methods

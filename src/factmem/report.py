@@ -19,10 +19,10 @@ import pandas as pd
 import yaml
 
 from factmem.archive import prediction_key
+from factmem.atomic import write_text_atomic
 from factmem.config import ExperimentConfig, load_config
 from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
-from factmem.io import write_text_atomic
 from factmem.layout import RunFolder, runs_under
 from factmem.methods import method_labels
 from factmem.stats import mean_std_text, paired_difference

@@ -28,13 +28,13 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from factmem.atomic import crash_point
 from factmem.batching import make_collator
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.distributed import world_size
 from factmem.errors import ConfigError
 from factmem.integrity import checkpoint_problem
-from factmem.io import crash_point
 from factmem.methods import Plugin
 
 log = logging.getLogger(__name__)
