@@ -105,7 +105,7 @@ def main() -> None:
         for seed in args.seeds:
             config = run_config(STRATEGIES[label], seed, args)
             logging.info("=== %s, seed %d: %s", label, seed, config.name)
-            results = run_experiment(config, progress=False)
+            results = run_experiment(config, progress=False).to_json()
             run_dir = args.output_dir / config.name
             rows[label].append(results | {"da_loss": da_loss(run_dir, results)})
             write_text_atomic(args.output_dir / "retention.md", table(rows) + "\n")

@@ -1,12 +1,13 @@
 """Two processes on one folder: each stage is trained once, nothing is corrupted (issue 14)."""
 
-import json
 import subprocess
 import sys
 
 import yaml
 from test_integrity import _science
 from test_pipeline import _config
+
+from factmem.records import RunResults
 
 
 def test_two_runs_of_one_config_on_one_folder_train_each_stage_once(tiny_model_dir, tmp_path):
@@ -24,7 +25,7 @@ def test_two_runs_of_one_config_on_one_folder_train_each_stage_once(tiny_model_d
                       for log in logs)  # fmt: skip
         assert (trained, skipped) == (1, 1), logs
     assert any("another process is working on this stage" in log for log in logs)
-    results = json.loads((tmp_path / "runs" / "tiny" / "results.json").read_text())
+    results = RunResults.read(tmp_path / "runs" / "tiny" / "results.json")
     alone = _config(tiny_model_dir, tmp_path / "alone")
     from factmem.pipeline import run_experiment
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 from test_datasets import popqa_rows
 
+from factmem.records import RunResults
+
 # (text of the path written when the process is killed, the (run, stage) whose training the
 # kill interrupts: that stage may start training again, from its last whole checkpoint).
 # A kill after the model is saved but before its record is (training.json) resumes from the
@@ -98,11 +100,11 @@ def _trainings(log: str) -> list[tuple[str, int]]:
 def _science(root: Path) -> dict:
     out = {}
     for results in sorted(root.glob("*/results.json")):
-        data = json.loads(results.read_text())
+        data = RunResults.read(results)
         predictions = {p.relative_to(results.parent).as_posix(): p.read_text()
                        for p in sorted(results.parent.glob("stage*/predictions/*.jsonl"))}
         out[results.parent.name] = (
-            [(s["accuracy"], [h["loss"] for h in s["loss_curve"]]) for s in data["stages"]],
+            [(s.accuracy, [h["loss"] for h in s.loss_curve]) for s in data.stages],
             predictions,
         )  # fmt: skip
     return out

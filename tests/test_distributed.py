@@ -1,10 +1,11 @@
 """A run launched on 2 processes (torchrun, gloo on CPU): every rank trains, rank 0 writes."""
 
-import json
 import subprocess
 import sys
 
 import yaml
+
+from factmem.records import RunResults
 
 
 def test_two_process_launch_trains_with_the_global_batch(tiny_model_dir, tmp_path):
@@ -28,11 +29,11 @@ def test_two_process_launch_trains_with_the_global_batch(tiny_model_dir, tmp_pat
     )  # fmt: skip
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stdout.count("ddp: exact match") == 1  # rank 0 reports, once
-    results = json.loads((tmp_path / "runs" / "ddp" / "results.json").read_text())
-    assert results["finished"]
+    results = RunResults.read(tmp_path / "runs" / "ddp" / "results.json")
+    assert results.finished
     # batch_size is global: 8 facts / 4 per step = 2 steps an epoch, as in one process
-    assert [s["steps"] for s in results["stages"]] == [4, 4]
-    assert all(len(s["loss_curve"]) == 4 for s in results["stages"])
+    assert [s.steps for s in results.stages] == [4, 4]
+    assert all(len(s.loss_curve) == 4 for s in results.stages)
     for k in (1, 2):
         stage = tmp_path / "runs" / "ddp" / f"stage{k}"
         assert (stage / "model" / "model.safetensors").is_file()

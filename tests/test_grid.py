@@ -9,6 +9,7 @@ import yaml
 from factmem.cli import main
 from factmem.errors import ConfigError
 from factmem.grid import GridError, load_grid, run_grid, run_state, status_table
+from factmem.records import RunResults
 
 
 def _base(model_dir) -> dict:
@@ -115,10 +116,10 @@ def _count_trainings(monkeypatch):
 def _science(grid):
     out = {}
     for run in grid.runs:
-        results = json.loads((run.run_dir / "results.json").read_text())
+        results = RunResults.read(run.run_dir / "results.json")
         out[run.name] = [
-            (s["accuracy"], [round(h["loss"], 5) for h in s["loss_curve"]])
-            for s in results["stages"]
+            (s.accuracy, [round(h["loss"], 5) for h in s.loss_curve])
+            for s in results.stages
         ]
     return out
 
@@ -320,9 +321,9 @@ def test_a_grid_completes_from_its_archive_on_a_new_machine(tiny_model_dir, tmp_
     assert "4 archived" in status_table(second, archive)
     assert not (second.runs[0].run_dir / "results.json").exists()  # skipped, not rerun
     for name, stages in expected.items():
-        archived = json.loads((archive / "g" / name / "results.json").read_text())
-        assert [(s["accuracy"], [round(h["loss"], 5) for h in s["loss_curve"]])
-                for s in archived["stages"]] == stages  # fmt: skip
+        archived = RunResults.read(archive / "g" / name / "results.json")
+        assert [(s.accuracy, [round(h["loss"], 5) for h in s.loss_curve])
+                for s in archived.stages] == stages  # fmt: skip
     assert main(["report", str(archive), "--out", str(tmp_path / "report")]) == 0
     runs_csv = (tmp_path / "report" / "runs.csv").read_text()
     assert runs_csv.count("no-mixing_seed") == 2 and runs_csv.count("replay-0.5_seed") == 2

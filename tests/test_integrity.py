@@ -11,10 +11,11 @@ from factmem.errors import FactmemError
 from factmem.integrity import model_problem, stage_problem
 from factmem.layout import StageFolder
 from factmem.pipeline import run_experiment
+from factmem.records import RunResults
 
 
 def _science(results: dict) -> list:
-    return [(s["accuracy"], [h["loss"] for h in s["loss_curve"]]) for s in results["stages"]]
+    return [(s.accuracy, [h["loss"] for h in s.loss_curve]) for s in results.stages]
 
 
 def _cut_in_half(path):
@@ -106,10 +107,10 @@ def test_a_failed_write_leaves_the_run_resumable(tiny_model_dir, tmp_path, monke
     run = tmp_path / "runs" / "tiny"
     assert not (run / "stage2" / "stage.json").exists()  # nothing looks finished
     assert not list(run.rglob(".stage.json.*"))  # no temporary file left behind
-    assert not json.loads((run / "results.json").read_text())["finished"]
+    assert not RunResults.read(run / "results.json").finished
     monkeypatch.setattr(atomic.os, "replace", real)
     assert main(["run", str(path), "--quiet"]) == 0
-    assert json.loads((run / "results.json").read_text())["finished"]
+    assert RunResults.read(run / "results.json").finished
 
 
 def test_the_same_config_and_seed_give_identical_results(finished, tiny_model_dir, tmp_path):

@@ -34,7 +34,7 @@ def _config(model_dir, tmp_path, name="plain", **stage2):
 
 
 def _science(results):
-    return [(s["accuracy"], [h["loss"] for h in s["loss_curve"]]) for s in results["stages"]]
+    return [(s.accuracy, [h["loss"] for h in s.loss_curve]) for s in results.stages]
 
 
 def test_l2_and_ewc_penalties_by_hand(tiny):
@@ -101,7 +101,7 @@ def test_penalties_change_training_and_ewc_fisher_is_cached(tiny_model_dir, tmp_
     ewc = {"method": "ewc", "strength": 1e3, "fisher_examples": 4}
     first = run_experiment(_config(tiny_model_dir, tmp_path, "ewc", regularizer=ewc),
                            progress=False)  # fmt: skip
-    curve = first["stages"][1]["loss_curve"]
+    curve = first.stages[1].loss_curve
     assert curve[0]["penalty"] == 0.0 and curve[-1]["penalty"] > 0
     assert _science(first) != _science(plain)
     fisher_files = list((tmp_path / "runs" / "plain" / "stage1").glob("fisher-*.safetensors"))
@@ -115,7 +115,7 @@ def test_penalties_change_training_and_ewc_fisher_is_cached(tiny_model_dir, tmp_
         config = _config(tiny_model_dir, tmp_path, method,
                          regularizer={"method": method, "strength": strength})  # fmt: skip
         results = run_experiment(config, progress=False)
-        assert results["stages"][1]["loss_curve"][-1]["penalty"] > 0, method
+        assert results.stages[1].loss_curve[-1]["penalty"] > 0, method
         assert _science(results) != _science(plain), method
 
 
@@ -133,7 +133,7 @@ def test_lora_stage_saves_its_adapter_and_a_merged_model(tiny_model_dir, tmp_pat
     changed = [n for (n, a), (_, b) in zip(merged.named_parameters(), before.named_parameters(),
                                            strict=True) if not torch.equal(a, b)]  # fmt: skip
     assert changed and all("proj" in n for n in changed)  # only adapted linear layers moved
-    losses = [h["loss"] for h in results["stages"][1]["loss_curve"]]
+    losses = [h["loss"] for h in results.stages[1].loss_curve]
     assert losses[-1] < losses[0]
 
 
@@ -159,7 +159,7 @@ def test_l2_and_ewc_with_lora_penalise_the_effective_weight_change(tiny_model_di
     ewc_settings = {"method": "ewc", "strength": 1e3, "fisher_examples": 4}
     config = _config(tiny_model_dir, tmp_path, "ewc-lora", lora={"r": 4}, regularizer=ewc_settings)
     results = run_experiment(config, progress=False)
-    assert results["stages"][1]["loss_curve"][-1]["penalty"] > 0
+    assert results.stages[1].loss_curve[-1]["penalty"] > 0
 
 
 def test_every_method_a_config_can_name_is_registered_in_the_order_it_acts(tiny_model_dir,

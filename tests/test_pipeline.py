@@ -8,6 +8,7 @@ from factmem.cli import main
 from factmem.config import load_config
 from factmem.errors import ConfigError
 from factmem.pipeline import results_table, run_experiment
+from factmem.records import RunResults
 
 
 def _config(model_dir, tmp_path, **extra):
@@ -45,8 +46,8 @@ def test_run_writes_everything(tiny_model_dir, tmp_path):
     config = _config(tiny_model_dir, tmp_path)
     results = run_experiment(config, progress=False)
     run = tmp_path / "runs" / "tiny"
-    assert results["finished"]
-    assert json.loads((run / "results.json").read_text()) == results
+    assert results.finished
+    assert RunResults.read(run / "results.json") == results
     assert (run / "config.yaml").is_file()
     for k in (1, 2):
         assert (run / f"stage{k}" / "model" / "model.safetensors").is_file()
@@ -54,11 +55,11 @@ def test_run_writes_everything(tiny_model_dir, tmp_path):
         assert len((run / f"stage{k}" / "data.jsonl").read_text().splitlines()) == 8
     preds = (run / "stage2" / "predictions" / "stage1.jsonl").read_text().splitlines()
     assert len(preds) == 8 and {"output", "correct", "gold"} <= set(json.loads(preds[0]))
-    matrix = results["accuracy_matrix"]["values"]
+    matrix = results.accuracy_matrix["values"]
     assert matrix[0][1] is None and all(v is not None for v in matrix[1])
-    s2 = results["stages"][1]
-    assert s2["epochs"] == 2 and s2["steps"] == 4 and s2["train_tokens"] > 0
-    assert len(s2["loss_curve"]) == 4
+    s2 = results.stages[1]
+    assert s2.epochs == 2 and s2.steps == 4 and s2.train_tokens > 0
+    assert len(s2.loss_curve) == 4
     table = results_table(results)
     assert "| 2 stage2 | kvr_id (8) |" in table
 
@@ -96,7 +97,7 @@ def test_resume_after_kill_gives_the_same_results(tiny_model_dir, tmp_path, monk
     resumed = run_experiment(config, progress=False)
 
     def science(results):
-        return [(s["accuracy"], [h["loss"] for h in s["loss_curve"]]) for s in results["stages"]]
+        return [(s.accuracy, [h["loss"] for h in s.loss_curve]) for s in results.stages]
 
     assert science(resumed) == science(reference)
 
@@ -144,10 +145,10 @@ def test_run_with_mixing_and_replay_records_the_mixture(tiny_model_dir, tmp_path
     data["stages"][1]["replay"] = {"fraction": 0.25}
     data["stages"][1]["mixing"] = {"source": "random_words", "words": 4, "ratio": 2.0}
     results = run_experiment(load_config(data), progress=False)
-    s1, s2 = results["stages"]
-    assert s1["mixture"]["mixing"]["examples"] == 8 and "replay" not in s1["mixture"]
-    assert s2["mixture"]["replay"] == {"stage1": 2} and s2["mixture"]["mixing"]["examples"] == 16
-    assert set(s2["mixture"]["tokens"]) == {"factoid", "replay", "mixing"}
+    s1, s2 = results.stages
+    assert s1.mixture["mixing"]["examples"] == 8 and "replay" not in s1.mixture
+    assert s2.mixture["replay"] == {"stage1": 2} and s2.mixture["mixing"]["examples"] == 16
+    assert set(s2.mixture["tokens"]) == {"factoid", "replay", "mixing"}
     rows = (tmp_path / "runs" / "tiny" / "stage2" / "data.jsonl").read_text().splitlines()
     kinds = [json.loads(r)["meta"]["kind"] for r in rows]
     assert (kinds.count("factoid"), kinds.count("replay"), kinds.count("mixing")) == (8, 2, 16)
@@ -172,11 +173,11 @@ def test_runs_share_a_stage_with_the_same_fingerprint(tiny_model_dir, tmp_path, 
     replay = load_config(replay)
     second = run_experiment(replay, progress=False)
     assert trained == [8 + 4]  # only stage 2 (8 facts + 4 replayed) was trained
-    s1, s1_first = second["stages"][0], first["stages"][0]
-    assert s1["shared_from"].endswith("tiny/stage1") and s1_first["shared_from"] is None
-    assert s1["accuracy"] == s1_first["accuracy"]
-    assert s1["fingerprint"] == s1_first["fingerprint"]
-    assert second["stages"][1]["fingerprint"] != first["stages"][1]["fingerprint"]
+    s1, s1_first = second.stages[0], first.stages[0]
+    assert s1.shared_from.endswith("tiny/stage1") and s1_first.shared_from is None
+    assert s1.accuracy == s1_first.accuracy
+    assert s1.fingerprint == s1_first.fingerprint
+    assert second.stages[1].fingerprint != first.stages[1].fingerprint
     run = tmp_path / "runs" / "replay" / "stage1"
     same = tmp_path / "runs" / "tiny" / "stage1"
     assert (run / "data.jsonl").read_text() == (same / "data.jsonl").read_text()
@@ -220,11 +221,11 @@ def test_familiarity_filter_score_only_stage_and_unscored_nonfactoid_set(
     ]  # fmt: skip
     config = _config(tiny_model_dir, tmp_path, stages=stages)
     results = run_experiment(config, progress=False)
-    first, second, third = results["stages"]
-    assert first["epochs"] == 0 and first["train_tokens"] == 0
-    assert set(first["accuracy"]) == {"stage1"}
-    assert second["epochs"] == 2 and set(second["accuracy"]) == {"stage1", "stage2"}
-    assert set(third["accuracy"]) == {"stage1", "stage2"}  # gsm8k is trained on, not scored
+    first, second, third = results.stages
+    assert first.epochs == 0 and first.train_tokens == 0
+    assert set(first.accuracy) == {"stage1"}
+    assert second.epochs == 2 and set(second.accuracy) == {"stage1", "stage2"}
+    assert set(third.accuracy) == {"stage1", "stage2"}  # gsm8k is trained on, not scored
     run = tmp_path / "runs" / "tiny"
     trained = [
         json.loads(line) for line in (run / "stage2" / "data.jsonl").read_text().splitlines()
@@ -258,12 +259,12 @@ def test_forgetting_curves_score_earlier_sets_without_changing_training(tiny_mod
     config = _config(tiny_model_dir, tmp_path / "curves",
                      evaluation={"max_new_tokens": 8, "curve_every_steps": 1})  # fmt: skip
     curved = run_experiment(config, progress=False)
-    for a, b in zip(plain["stages"], curved["stages"], strict=True):
-        assert [h["loss"] for h in a["loss_curve"]] == [h["loss"] for h in b["loss_curve"]]
-        assert a["accuracy"] == b["accuracy"]
-    curve = curved["stages"][1]["curve"]
+    for a, b in zip(plain.stages, curved.stages, strict=True):
+        assert [h["loss"] for h in a.loss_curve] == [h["loss"] for h in b.loss_curve]
+        assert a.accuracy == b.accuracy
+    curve = curved.stages[1].curve
     assert [p["step"] for p in curve] == [0, 1, 2, 3, 4]
     # step 0 is stage 1's final model; the last step is the stage's final model
-    assert curve[0]["stage1"] == curved["stages"][0]["accuracy"]["stage1"]
-    assert curve[-1] == {"step": 4, "epoch": 2.0, **curved["stages"][1]["accuracy"]}
-    assert set(curved["stages"][0]["curve"][0]) == {"step", "epoch", "stage1"}
+    assert curve[0]["stage1"] == curved.stages[0].accuracy["stage1"]
+    assert curve[-1] == {"step": 4, "epoch": 2.0, **curved.stages[1].accuracy}
+    assert set(curved.stages[0].curve[0]) == {"step", "epoch", "stage1"}

@@ -12,6 +12,8 @@ import yaml
 from factmem.cli import main
 from factmem.config import config_to_yaml, load_config
 from factmem.errors import FactmemError
+from factmem.layout import RunFolder
+from factmem.records import RunResults, StageRecord
 from factmem.report import collect_runs, paper_table, paper_vs_ours, strategy_label, write_report
 
 KVR = {"key_length": 3, "value_length": 2}
@@ -27,19 +29,26 @@ def _config(name, seed, d_b="kvr_id", stage2=None, stage1=None, stages=2, tags=N
 
 
 def _write_run(root: Path, config, da: list[float], db: float = 1.0) -> None:
-    """A finished run as the pipeline leaves it: config.yaml and results.json."""
+    """A finished run as the pipeline leaves it: config.yaml, stage records, results.json."""
     run = root / config.name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(config_to_yaml(config))
     names = [config.stage_name(i) for i in range(len(config.stages))]
     stages = []
-    for i, value in enumerate(da):
-        accuracy = {names[0]: value} | ({names[i]: db} if i else {})
-        stages.append({"index": i + 1, "name": names[i], "accuracy": accuracy})
-    matrix = [[da[i]] + [db if 0 < j <= i else None for j in range(1, len(da))]
-              for i in range(len(da))]  # fmt: skip
-    (run / "results.json").write_text(json.dumps({
-        "stages": stages, "finished": True, "accuracy_matrix": {"values": matrix}}))  # fmt: skip
+    for i, value in enumerate(da):  # the pipeline's record type, with made-up training facts
+        accuracy = {names[0]: value} | {names[j]: db for j in range(1, i + 1)}
+        stages.append(StageRecord(
+            index=i + 1, name=names[i], dataset=config.stages[i].dataset, size=8,
+            fingerprint=f"{config.name}-{i}", stop_rule="1 epochs", stop_reason="1 epochs",
+            rule_met=True, epochs=1.0, steps=2, train_time_s=1.0, eval_time_s=1.0,
+            train_tokens=100, response_tokens=20, tokens_per_s=100.0,
+            mixture={"factoids": 8}, shared_from=None, accuracy=accuracy,
+        ))  # fmt: skip
+    for record in stages:
+        RunFolder(run).stage(record.index).path.mkdir()
+        record.write(RunFolder(run).stage(record.index).record)
+    RunResults.of(config.name, config.model, config.seed, names, stages).write(
+        run / "results.json")
 
 
 @pytest.fixture
@@ -60,7 +69,7 @@ def runs_dir(tmp_path) -> Path:
     _write_run(root, _config("three", 0, stages=3), [1.0, 0.5, 0.25])
     unfinished = root / "unfinished"
     unfinished.mkdir()
-    (unfinished / "results.json").write_text(json.dumps({"stages": [], "finished": False}))
+    RunResults.of("unfinished", "m", 0, ["D_A", "D_B"], []).write(unfinished / "results.json")
     return root
 
 
@@ -137,7 +146,6 @@ def _write_paired_run(root: Path, name: str, seed: int, kept: list[int], strateg
              "correct": i in kept, "method": "generated"} for i in range(facts)]  # fmt: skip
     predictions = root / name / "stage2" / "predictions" / "D_A.jsonl"
     predictions.parent.mkdir(parents=True)
-    (root / name / "stage2" / "stage.json").write_text(json.dumps({"index": 2}))
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -214,7 +222,7 @@ def test_an_archive_gives_the_same_report_as_the_runs(paired_dir, tmp_path):
     assert len(made) == 12
     run = tmp_path / "archive" / "paired" / "random-s0"
     assert sorted(p.name for p in run.iterdir()) == [
-        "archive.json", "config.yaml", "results.json", "stage2"]  # fmt: skip
+        "archive.json", "config.yaml", "results.json", "stage1", "stage2"]  # fmt: skip
     row = json.loads((run / "stage2" / "predictions" / "D_A.jsonl").read_text().splitlines()[0])
     assert set(row) == {"key", "correct", "method"}  # no dataset text by default
     assert main(["report", str(paired_dir), "--out", str(tmp_path / "a"), "--paper", "remix"]) == 0

@@ -1,6 +1,5 @@
 """Integration: the real embedded SmolLM2-135M-Instruct, briefly (about a minute in all)."""
 
-import json
 import time
 
 import pytest
@@ -9,6 +8,7 @@ from conftest import smollm2_available
 
 from factmem.data.example import Example, encode_prompt, format_prompt
 from factmem.evaluation import decode, exact_match, is_correct
+from factmem.records import RunResults
 
 pytestmark = [
     pytest.mark.integration,
@@ -98,7 +98,7 @@ def test_default_config_runs_end_to_end_briefly(tmp_path, capsys):
         ]
     )
     assert code == 0
-    results = json.loads((tmp_path / "default" / "results.json").read_text())
-    assert results["finished"] and len(results["stages"]) == 2
-    assert results["stages"][0]["train_tokens"] > 0
+    results = RunResults.read(tmp_path / "default" / "results.json")
+    assert results.finished and len(results.stages) == 2
+    assert results.stages[0].train_tokens > 0
     assert "| 2 D_B | kvr_id (4) |" in capsys.readouterr().out

@@ -27,6 +27,7 @@ from pathlib import Path
 from factmem.atomic import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
+from factmem.records import RunResults, StageOutcome, StageRecord
 
 MARKER = "archive.json"
 
@@ -41,8 +42,8 @@ def is_finished(run_dir: Path) -> bool:
     if not results.is_file():
         return False
     try:
-        return bool(json.loads(results.read_text()).get("finished"))
-    except json.JSONDecodeError:
+        return RunResults.read(results).finished
+    except FactmemError:  # torn or foreign: not a finished run (the report says why)
         return False
 
 
@@ -57,19 +58,22 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
                        (source.log, tmp.log)):  # fmt: skip
         if file.is_file():
             shutil.copy2(file, copy)
-    results = json.loads(source.results.read_text())
     if not with_text:
-        for record in results["stages"]:
-            _drop_quotes(record)
-        write_json_atomic(tmp.results, results)
+        results = RunResults.read(source.results)
+        for record in results.stages:
+            _drop_quotes(record.mixture)
+        results.write(tmp.results)
     for stage in source.stages():
         if not stage.record.is_file():
             continue
         copy = tmp.stage(stage.number)
         copy.path.mkdir()
-        for file, target in ((stage.record, copy.record), (stage.training, copy.training)):
+        for file, target, kind in ((stage.record, copy.record, StageRecord),
+                                   (stage.training, copy.training, StageOutcome)):  # fmt: skip
             if file.is_file() and not with_text:
-                write_json_atomic(target, _drop_quotes(json.loads(file.read_text())))
+                record = kind.read(file)
+                _drop_quotes(record.mixture)
+                record.write(target)
             elif file.is_file():
                 shutil.copy2(file, target)
         if stage.fingerprint.is_file():
@@ -92,12 +96,12 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
     return dest
 
 
-def _drop_quotes(record: dict) -> dict:
-    """A stage record without the overlap check's examples, which quote factoid answers."""
-    mixing = (record.get("mixture") or {}).get("mixing") or {}
+def _drop_quotes(mixture: dict) -> None:
+    """A stage's mixture statistics without the overlap check's examples, which quote
+    factoid answers."""
+    mixing = mixture.get("mixing") or {}
     if mixing.get("overlap_examples"):
         mixing["overlap_examples"] = [{"id": x.get("id")} for x in mixing["overlap_examples"]]
-    return record
 
 
 def archive_runs(sources: list[Path], out: Path, with_text: bool = False) -> list[Path]:
@@ -121,8 +125,7 @@ def archived_fingerprints(run_archive: Path) -> list[str] | None:
     """The stage fingerprints of an archived finished run (None: not an archived run)."""
     if not (run_archive / MARKER).is_file() or not is_finished(run_archive):
         return None
-    results = json.loads(RunFolder(run_archive).results.read_text())
-    return [record.get("fingerprint", "") for record in results["stages"]]
+    return [record.fingerprint for record in RunResults.read(RunFolder(run_archive).results).stages]
 
 
 def write_readme(out: Path) -> None:

@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     run = RunFolder.of(config.output_dir, config.name)
     _setup_logging(run.log, args.quiet)
     results = run_experiment(config, run.path, progress=not args.quiet)
-    if not results:  # a rank > 0 of a multi-process launch: rank 0 reports
+    if results is None:  # a rank > 0 of a multi-process launch: rank 0 reports
         return
     print(f"\n{config.name}: exact match (%) after each stage  [{run.results}]\n")
     print(results_table(results))

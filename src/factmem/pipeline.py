@@ -9,25 +9,24 @@ last trainer checkpoint. A run directory made by a different config is refused, 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from factmem.atomic import (
     write_dir_atomic,
-    write_json_atomic,
     write_jsonl_atomic,
     write_text_atomic,
 )
-from factmem.config import ExperimentConfig, config_to_yaml
+from factmem.config import ExperimentConfig, StageConfig, config_to_yaml
 from factmem.data.example import Example, encode_example
 from factmem.data.registry import REGISTRY, Judge, load_examples
 from factmem.distributed import barrier, is_main
@@ -40,7 +39,8 @@ from factmem.markdown import markdown_table
 from factmem.methods import StageContext, stage_methods
 from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
-from factmem.training import StageOutcome, train_stage
+from factmem.records import RunResults, StageOutcome, StageRecord
+from factmem.training import train_stage
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,44 @@ def stage_mixture(
     return examples, report
 
 
-def _check_run_dir(run: RunFolder, config: ExperimentConfig) -> None:
+@dataclass
+class Stage:
+    """What one stage of a run needs, computed once: its settings, its folder, every stage's
+    own set (earlier ones are scored and replayed), its fingerprint."""
+
+    config: ExperimentConfig
+    index: int  # 0-based position in config.stages; `number` is the 1-based one of logs
+    folder: StageFolder
+    sets: list[list[Example]]
+    fingerprint: str
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
+
+    @property
+    def settings(self) -> StageConfig:
+        return self.config.stages[self.index]
+
+    @property
+    def name(self) -> str:
+        return self.config.stage_name(self.index)
+
+    @property
+    def examples(self) -> list[Example]:
+        """The stage's own set: the stop rules look at these."""
+        return self.sets[self.index]
+
+
+def _check_run_dir(run: RunFolder, fingerprints: list[str]) -> None:
     """Refuse to resume into a directory whose stages (finished or not) came from another config."""
-    for index in range(len(config.stages)):
-        recorded = run.stage(index + 1).recorded_fingerprint()
-        if recorded is not None and recorded != config.fingerprint(index):
+    for number, fingerprint in enumerate(fingerprints, start=1):
+        recorded = run.stage(number).recorded_fingerprint()
+        if recorded is not None and recorded != fingerprint:
             raise ConfigError(
-                f"{run.path} holds stage {index + 1} of a different config (fingerprint "
-                f"{recorded} != {config.fingerprint(index)}); use another `name` / "
-                "--name, or delete the directory"
+                f"{run.path} holds stage {number} of a different config (fingerprint "
+                f"{recorded} != {fingerprint}); use another `name` / --name, or delete the "
+                "directory"
             )
 
 
@@ -128,46 +157,52 @@ def run_experiment(
     run_dir: Path | None = None,
     progress: bool = True,
     upto: int | None = None,
-) -> dict:
+) -> RunResults | None:
     """Train and score every stage of `config` (or stages 0..`upto`, for a grid's scheduler);
-    returns (and writes) results.json's content."""
+    returns (and writes) results.json's content; None on ranks > 0 of a multi-process launch."""
     run = RunFolder(Path(run_dir)) if run_dir else RunFolder.of(config.output_dir, config.name)
-    _check_run_dir(run, config)
+    fingerprints = [config.fingerprint(i) for i in range(len(config.stages))]  # once per run
+    _check_run_dir(run, fingerprints)
     run.path.mkdir(parents=True, exist_ok=True)
     if is_main():
         write_text_atomic(run.config, config_to_yaml(config))
     base_path = resolve_model(config.model)
     tokenizer = load_tokenizer(base_path)
     judge = BaseModelJudge(base_path, tokenizer, config)
-    stage_sets = [
+    sets = [
         stage_examples(config, i, judge.for_dataset(config.stages[i].dataset))
         for i in range(len(config.stages))
     ]
     judge.model = None  # free it before training
-    records: list[dict] = []
+    records: list[StageRecord] = []
     last = len(config.stages) - 1 if upto is None else upto
     for index in range(last + 1):
-        stage_dir = run.stage(index + 1)
-        with _stage_lock(run, config.fingerprint(index)):
+        stage = Stage(config, index, run.stage(index + 1), sets, fingerprints[index])
+        with _stage_lock(run, stage.fingerprint):
             barrier()  # ranks > 0 read what rank 0 wrote for the previous stage
-            record = _finished_record(config, index, stage_dir)
-            if record is not None:
-                records.append(record)
-                continue
-            trained_before = [j for j in range(index) if config.stages[j].train]
-            previous = (
-                str(run.stage(trained_before[-1] + 1).model) if trained_before
-                else base_path
-            )  # fmt: skip
-            records.append(
-                _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
-            )
-            if is_main():
-                _write_results(run, config, records)
+            record = _finished_record(stage)
+            if record is None:
+                record = _run_stage(stage, _start_model(stage, base_path), tokenizer, progress)
+                if is_main():
+                    _results(config, records + [record]).write(run.results)
+            records.append(record)
     barrier()
     if not is_main():
-        return {}  # rank 0 scores and writes results.json
-    return _write_results(run, config, records)
+        return None  # rank 0 scores and writes results.json
+    results = _results(config, records)
+    results.write(run.results)
+    return results
+
+
+def _start_model(stage: Stage, base_path: str) -> str:
+    """The model a stage starts from: the last earlier stage that trained, else the base."""
+    trained = [j + 1 for j in range(stage.index) if stage.config.stages[j].train]
+    return str(stage.folder.run.stage(trained[-1]).model) if trained else base_path
+
+
+def _results(config: ExperimentConfig, records: list[StageRecord]) -> RunResults:
+    names = [config.stage_name(i) for i in range(len(config.stages))]
+    return RunResults.of(config.name, config.model, config.seed, names, records)
 
 
 @contextmanager
@@ -191,20 +226,18 @@ def _stage_lock(run: RunFolder, fingerprint: str) -> Iterator[None]:
         lock.release()
 
 
-def _finished_record(config: ExperimentConfig, index: int, stage_dir: StageFolder
-                     ) -> dict | None:  # fmt: skip
+def _finished_record(stage: Stage) -> StageRecord | None:
     """The stage's record if it finished earlier and its files are whole; a damaged stage
     is cleared so that it is done again."""
-    record_file = stage_dir.record
-    if not record_file.is_file():
+    if not stage.folder.record.is_file():
         return None
-    problem = stage_problem(stage_dir, config.stages[index].train)
+    problem = stage_problem(stage.folder, stage.settings.train)
     if problem is None:
-        log.info("stage %d (%s): finished earlier, skipping", index + 1, config.stage_name(index))
-        return json.loads(record_file.read_text())
-    log.warning("stage %d: %s; doing the stage again", index + 1, problem)
+        log.info("stage %d (%s): finished earlier, skipping", stage.number, stage.name)
+        return StageRecord.read(stage.folder.record)
+    log.warning("stage %d: %s; doing the stage again", stage.number, problem)
     if is_main():
-        _forget_stage(stage_dir)
+        _forget_stage(stage.folder)
     barrier()
     return None
 
@@ -218,42 +251,106 @@ def _score(model, tokenizer, examples, mode, evaluation, progress: bool):
     )  # fmt: skip
 
 
-def _train(config, index, stage_sets, previous, tokenizer, stage_dir: StageFolder, progress):
-    """Train stage `index` (or reuse its saved model if only its evaluation was cut short)."""
-    stage, evaluation = config.stages[index], config.evaluation
-    examples = stage_sets[index]  # the stage's own factoids: stop rules look at these
-    trained_file = stage_dir.training
-    if trained_file.is_file() and stage_dir.model.is_dir():
-        problem = json_problem(trained_file) or (
-            model_problem(stage_dir.model) if stage.train else None
+def _run_stage(stage: Stage, start_model: str, tokenizer, progress) -> StageRecord:
+    """prepare -> train -> score -> record, for a stage not finished earlier."""
+    log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s", stage.number,
+             stage.name, stage.settings.dataset, len(stage.examples), start_model,
+             stage.settings.stop.describe() if stage.settings.stop else "none (train: false)"
+             )  # fmt: skip
+    model, outcome = _trained_model(stage, start_model, tokenizer, progress)
+    if not is_main():
+        return None  # type: ignore[return-value]  # rank 0 scores; the others wait at a barrier
+    start = time.perf_counter()
+    scores = _score_sets(stage, model, tokenizer, progress)
+    record = StageRecord(
+        index=stage.number,
+        name=stage.name,
+        dataset=stage.settings.dataset,
+        size=len(stage.examples),
+        fingerprint=stage.fingerprint,
+        stop_rule=stage.settings.stop.describe() if stage.settings.stop else None,
+        stop_reason=outcome.stop_reason,
+        rule_met=outcome.rule_met,
+        epochs=outcome.epochs,
+        steps=outcome.steps,
+        train_time_s=round(outcome.wall_time_s, 2),
+        eval_time_s=round(time.perf_counter() - start, 2),
+        train_tokens=outcome.train_tokens,
+        response_tokens=outcome.response_tokens,
+        tokens_per_s=round(outcome.train_tokens / max(outcome.wall_time_s, 1e-9), 1),
+        mixture=outcome.mixture,
+        shared_from=outcome.shared_from,
+        accuracy=scores,
+        loss_curve=outcome.loss_curve,
+        epoch_checks=outcome.epoch_checks,
+        curve=[{"step": h["step"], "epoch": h["epoch"], **h["probe"]}
+               for h in outcome.probe_curve],  # fmt: skip
+    )
+    record.write(stage.folder.record)
+    return record
+
+
+def _score_sets(stage: Stage, model, tokenizer, progress: bool) -> dict[str, float]:
+    """Exact match on every factoid set trained so far; writes each set's predictions."""
+    config, scores = stage.config, {}
+    for j in range(stage.index + 1):
+        set_name, spec = config.stage_name(j), REGISTRY[config.stages[j].dataset]
+        if spec.kind != "factoid":
+            continue  # non-factoid sets are trained on, not scored by exact match
+        asked = stage.sets[j]
+        if config.stages[j].few_shot:
+            asked = [few_shot_example(e, config.stages[j].few_shot) for e in asked]
+        preds = _score(model, tokenizer, asked, spec.match, config.evaluation, progress)
+        scores[set_name] = accuracy(preds)
+        write_jsonl_atomic(stage.folder.predictions(set_name), (p.to_json() for p in preds))
+        log.info("after stage %d: exact match on %s = %.1f%%", stage.number, set_name,
+                 100 * scores[set_name])  # fmt: skip
+    return scores
+
+
+def _trained_model(stage: Stage, start_model: str, tokenizer, progress) -> tuple[Any, StageOutcome]:
+    """The stage's trained model: saved earlier (only its scoring was cut short), shared by
+    a sibling run with the same fingerprint, or trained now."""
+    folder = stage.folder
+    if folder.training.is_file() and folder.model.is_dir():
+        problem = json_problem(folder.training) or (
+            model_problem(folder.model) if stage.settings.train else None
         )
         if problem is None:
-            log.info("stage %d: already trained, scoring the saved model", index + 1)
-            return load_model(str(stage_dir.model), tokenizer), json.loads(trained_file.read_text())
-        log.warning("stage %d: %s; training the stage again", index + 1, problem)
+            log.info("stage %d: already trained, scoring the saved model", stage.number)
+            return load_model(str(folder.model), tokenizer), StageOutcome.read(folder.training)
+        log.warning("stage %d: %s; training the stage again", stage.number, problem)
         if is_main():
-            _forget_stage(stage_dir)
+            _forget_stage(folder)
         barrier()
-    shared = _shared_stage(stage_dir, config.fingerprint(index)) if config.share_stages else None
+    shared = _shared_stage(folder, stage.fingerprint) if stage.config.share_stages else None
     if shared is not None:
-        log.info("stage %d: same fingerprint as %s, reusing its model", index + 1, shared.path)
+        log.info("stage %d: same fingerprint as %s, reusing its model", stage.number, shared.path)
         if is_main():
-            _copy_stage(shared, stage_dir)
+            _copy_stage(shared, folder)
         barrier()
-        return load_model(str(stage_dir.model), tokenizer), json.loads(trained_file.read_text())
+        return load_model(str(folder.model), tokenizer), StageOutcome.read(folder.training)
     if is_main():
-        write_text_atomic(stage_dir.fingerprint, config.fingerprint(index) + "\n")
-    if not stage.train:
-        return _score_only(previous, tokenizer, examples, stage_dir)
-    train_set, mixture = stage_mixture(config, index, stage_sets)
-    mixture["tokens"] = _tokens_by_kind(tokenizer, train_set)
+        write_text_atomic(folder.fingerprint, stage.fingerprint + "\n")
+    if not stage.settings.train:
+        return _score_only(start_model, tokenizer, stage.examples, folder)
+    return _train(stage, start_model, tokenizer, progress)
+
+
+def _train(stage: Stage, start_model: str, tokenizer, progress) -> tuple[Any, StageOutcome]:
+    """Build the stage's training set, hook in its methods, train, save the model."""
+    config, settings, folder = stage.config, stage.settings, stage.folder
+    evaluation = config.evaluation
+    train_set, mixture_stats = stage_mixture(config, stage.index, stage.sets)
+    mixture_stats["tokens"] = _tokens_by_kind(tokenizer, train_set)
     if is_main():
-        write_jsonl_atomic(stage_dir.data, (asdict(e) for e in train_set))
-    model = load_model(previous, tokenizer)
+        write_jsonl_atomic(folder.data, (asdict(e) for e in train_set))
+    model = load_model(start_model, tokenizer)
     methods = stage_methods(StageContext(
-        stage=stage, tokenizer=tokenizer, previous_set=stage_sets[index - 1] if index else [],
-        previous_dir=stage_dir.run.stage(index).origin().path, previous_model=previous,
-        adapter_dir=stage_dir.adapter, load_model=lambda path: load_model(path, tokenizer),
+        stage=settings, tokenizer=tokenizer,
+        previous_set=stage.sets[stage.index - 1] if stage.index else [],
+        previous_dir=folder.run.stage(stage.index).origin().path, previous_model=start_model,
+        adapter_dir=folder.adapter, load_model=lambda path: load_model(path, tokenizer),
         save=is_main(),
     ))  # fmt: skip
     for method in methods:
@@ -261,28 +358,29 @@ def _train(config, index, stage_sets, previous, tokenizer, stage_dir: StageFolde
     for method in methods:
         model = method.wrap(model)
     plugins = [p for p in (method.penalty(model) for method in methods) if p is not None]
-    match = REGISTRY[stage.dataset].match
+    match = REGISTRY[settings.dataset].match
 
     def epoch_check(m) -> float:
-        if stage.stop.exact_match_at_least is not None:
-            return accuracy(_score(m, tokenizer, examples, match, evaluation, progress=False))
-        return mean_response_loss(m, tokenizer, examples, batch_size=evaluation.batch_size,
+        if settings.stop.exact_match_at_least is not None:
+            return accuracy(_score(m, tokenizer, stage.examples, match, evaluation, progress=False))
+        return mean_response_loss(m, tokenizer, stage.examples, batch_size=evaluation.batch_size,
                                   bf16=evaluation.bf16)  # fmt: skip
 
-    log.info("stage %d: training on %d examples (%s)", index + 1, len(train_set),
-             ", ".join(f"{k} {v}" for k, v in mixture["tokens"].items()) + " tokens")  # fmt: skip
-    outcome = train_stage(model, tokenizer, train_set, config.stage_training(index), stage.stop,
-                          stage_dir.trainer, config.seed, epoch_check, progress,
-                          _curve_probe(config, index, stage_sets, tokenizer),
+    log.info("stage %d: training on %d examples (%s)", stage.number, len(train_set),
+             ", ".join(f"{k} {v}" for k, v in mixture_stats["tokens"].items()) + " tokens"
+             )  # fmt: skip
+    outcome = train_stage(model, tokenizer, train_set, config.stage_training(stage.index),
+                          settings.stop, folder.trainer, config.seed, epoch_check, progress,
+                          _curve_probe(config, stage.index, stage.sets, tokenizer),
                           evaluation.curve_every_steps, plugins)  # fmt: skip
     for method in methods:  # e.g. LoRA merges (keeping its adapter), WiSE-FT averages
         model = method.after_training(model)
-    outcome_record = asdict(outcome) | {"mixture": mixture}
+    outcome.mixture = mixture_stats
     if is_main():
-        write_dir_atomic(stage_dir.model, lambda tmp: save_model(model, tokenizer, tmp))
-        write_json_atomic(trained_file, outcome_record)
-        shutil.rmtree(stage_dir.trainer, ignore_errors=True)  # only served resumption
-    return model, outcome_record
+        write_dir_atomic(folder.model, lambda tmp: save_model(model, tokenizer, tmp))
+        outcome.write(folder.training)
+        shutil.rmtree(folder.trainer, ignore_errors=True)  # only served resumption
+    return model, outcome
 
 
 def _curve_probe(config: ExperimentConfig, index: int, stage_sets: list[list[Example]],
@@ -307,16 +405,15 @@ def _curve_probe(config: ExperimentConfig, index: int, stage_sets: list[list[Exa
     return probe if sets else None
 
 
-def _score_only(previous: str, tokenizer, examples: list[Example], stage_dir: StageFolder):
+def _score_only(start_model: str, tokenizer, examples: list[Example], folder: StageFolder):
     """A stage with `train: false`: the previous model, nothing trained."""
-    if not is_main():
-        return load_model(previous, tokenizer), {}
-    write_jsonl_atomic(stage_dir.data, (asdict(e) for e in examples))
     outcome = StageOutcome(epochs=0, steps=0, stop_reason="train: false", rule_met=True,
-                           wall_time_s=0.0, train_tokens=0, response_tokens=0)  # fmt: skip
-    record = asdict(outcome) | {"mixture": {"factoids": 0}}
-    write_json_atomic(stage_dir.training, record)
-    return load_model(previous, tokenizer), record
+                           wall_time_s=0.0, train_tokens=0, response_tokens=0,
+                           mixture={"factoids": 0})  # fmt: skip
+    if is_main():
+        write_jsonl_atomic(folder.data, (asdict(e) for e in examples))
+        outcome.write(folder.training)
+    return load_model(start_model, tokenizer), outcome
 
 
 def _shared_stage(stage_dir: StageFolder, fingerprint: str) -> StageFolder | None:
@@ -360,9 +457,9 @@ def _copy_stage(source: StageFolder, stage_dir: StageFolder) -> None:
     write_dir_atomic(stage_dir.model, fill)
     shutil.rmtree(stage_dir.trainer, ignore_errors=True)  # an interrupted own attempt
     shutil.copy2(source.data, stage_dir.data)
-    record = json.loads(source.training.read_text())
-    origin = record.get("shared_from") or str(source.path)  # where it was trained, not the copy
-    write_json_atomic(stage_dir.training, record | {"shared_from": origin})
+    outcome = StageOutcome.read(source.training)
+    outcome.shared_from = outcome.shared_from or str(source.path)  # where it was trained
+    outcome.write(stage_dir.training)
     write_text_atomic(stage_dir.fingerprint, source.fingerprint.read_text())
 
 
@@ -375,91 +472,19 @@ def _tokens_by_kind(tokenizer, examples: list[Example]) -> dict[str, int]:
     return counts
 
 
-def _run_stage(config, index, stage_sets, previous, tokenizer, stage_dir: StageFolder,
-               progress) -> dict:  # fmt: skip
-    stage, examples = config.stages[index], stage_sets[index]
-    name = config.stage_name(index)
-    log.info("stage %d (%s): training on %s, %d examples, from %s, stop: %s", index + 1, name,
-             stage.dataset, len(examples), previous,
-             stage.stop.describe() if stage.stop else "none (train: false)")  # fmt: skip
-    model, outcome = _train(config, index, stage_sets, previous, tokenizer, stage_dir, progress)
-    if not is_main():
-        return {}  # rank 0 scores; the others wait at the next barrier
-    start = time.perf_counter()
-    scores = {}
-    for j in range(index + 1):
-        set_name, spec = config.stage_name(j), REGISTRY[config.stages[j].dataset]
-        if spec.kind != "factoid":
-            continue  # non-factoid sets are trained on, not scored by exact match
-        asked = stage_sets[j]
-        if config.stages[j].few_shot:
-            asked = [few_shot_example(e, config.stages[j].few_shot) for e in asked]
-        preds = _score(model, tokenizer, asked, spec.match, config.evaluation, progress)
-        scores[set_name] = accuracy(preds)
-        write_jsonl_atomic(stage_dir.predictions(set_name),
-                           (p.to_json() for p in preds))  # fmt: skip
-        log.info("after stage %d: exact match on %s = %.1f%%", index + 1, set_name,
-                 100 * scores[set_name])  # fmt: skip
-    wall = outcome["wall_time_s"]
-    record = {
-        "index": index + 1,
-        "name": name,
-        "dataset": stage.dataset,
-        "size": len(examples),
-        "fingerprint": config.fingerprint(index),
-        "stop_rule": stage.stop.describe() if stage.stop else None,
-        "stop_reason": outcome["stop_reason"],
-        "rule_met": outcome["rule_met"],
-        "epochs": outcome["epochs"],
-        "steps": outcome["steps"],
-        "train_time_s": round(wall, 2),
-        "eval_time_s": round(time.perf_counter() - start, 2),
-        "train_tokens": outcome["train_tokens"],
-        "response_tokens": outcome["response_tokens"],
-        "tokens_per_s": round(outcome["train_tokens"] / max(wall, 1e-9), 1),
-        "mixture": outcome["mixture"],
-        "shared_from": outcome.get("shared_from"),
-        "accuracy": scores,
-        "loss_curve": outcome["loss_curve"],
-        "epoch_checks": outcome["epoch_checks"],
-        "curve": [
-            {"step": h["step"], "epoch": h["epoch"], **h["probe"]}
-            for h in outcome.get("probe_curve", [])
-        ],
-    }
-    write_json_atomic(stage_dir.record, record)
-    return record
-
-
-def _write_results(run: RunFolder, config: ExperimentConfig, records: list[dict]) -> dict:
-    names = [config.stage_name(i) for i in range(len(config.stages))]
-    matrix = [[r["accuracy"].get(n) for n in names] for r in records]
-    results = {
-        "name": config.name,
-        "model": config.model,
-        "seed": config.seed,
-        "stages": records,
-        "accuracy_matrix": {"rows": "after stage i", "columns": names, "values": matrix},
-        "finished": len(records) == len(config.stages),
-    }
-    write_json_atomic(run.results, results)
-    return results
-
-
-def results_table(results: dict) -> str:
+def results_table(results: RunResults) -> str:
     """Markdown: one row per finished stage, exact match (%) on every set trained so far."""
-    columns = results["accuracy_matrix"]["columns"]
-    stages = {r["name"]: r for r in results["stages"]}
+    columns = results.accuracy_matrix["columns"]
+    stages = {r.name: r for r in results.stages}
     header = (
         ["after stage", "trained on"]
-        + [f"EM {c} ({stages[c]['dataset']})" if c in stages else f"EM {c}" for c in columns]
+        + [f"EM {c} ({stages[c].dataset})" if c in stages else f"EM {c}" for c in columns]
         + ["epochs", "train s"]
     )
     rows = [
-        [f"{record['index']} {record['name']}", f"{record['dataset']} ({record['size']})",
-         *[f"{100 * record['accuracy'][c]:.1f}" if c in record["accuracy"] else "-"
-           for c in columns],
-         f"{record['epochs']:.1f}", f"{record['train_time_s']:.0f}"]
-        for record in results["stages"]
+        [f"{record.index} {record.name}", f"{record.dataset} ({record.size})",
+         *[f"{100 * record.accuracy[c]:.1f}" if c in record.accuracy else "-" for c in columns],
+         f"{record.epochs:.1f}", f"{record.train_time_s:.0f}"]
+        for record in results.stages
     ]  # fmt: skip
     return markdown_table(header, rows)

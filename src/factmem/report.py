@@ -25,6 +25,7 @@ from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.methods import method_labels
+from factmem.records import RunResults
 from factmem.stats import mean_std_text, paired_difference
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,11 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
         if not runs_dir.is_dir():
             raise FactmemError(f"{runs_dir}: no such folder")
         for run in runs_under(runs_dir, 3):
-            run_dir, results_file = run.path, run.results
-            try:
-                results = json.loads(results_file.read_text())
-            except json.JSONDecodeError as err:
-                raise FactmemError(f"{results_file}: not valid JSON ({err})") from None
-            if not results.get("finished"):
+            run_dir, results = run.path, RunResults.read(run.results)
+            if not results.finished:
                 log.info("skipping %s: not finished", run_dir)
                 continue
-            identity = (run_dir.name, tuple(r.get("fingerprint") for r in results["stages"]))
+            identity = (run_dir.name, tuple(r.fingerprint for r in results.stages))
             if identity in seen:
                 continue
             seen.add(identity)
@@ -79,21 +76,21 @@ def final_verdicts(run_dir: Path, stage: int, set_name: str) -> dict[str, bool]:
     return verdicts
 
 
-def run_row(run_dir: Path, config: ExperimentConfig, results: dict) -> dict:
+def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dict:
     """What the tables need of one run: its cell (D_A, strategy, D_B) and D_A's accuracies."""
     first = config.stage_name(0)
     later = [s.dataset for s in config.stages[1:]]
-    da_by_stage = [r["accuracy"].get(first) for r in results["stages"]]
-    last = results["stages"][-1]["accuracy"]
+    da_by_stage = [r.accuracy.get(first) for r in results.stages]
+    last = results.stages[-1].accuracy
     mixing = [s.mixing for s in config.stages if s.mixing is not None]
     replay = [s.replay.fraction for s in config.stages if s.replay is not None]
     variant = ", ".join(
         f"{k}={v}" for k, v in config.tags.items()
         if k not in NOT_STRATEGY_TAGS and not k.endswith("dataset")
     )  # fmt: skip
-    matrix = results.get("accuracy_matrix", {}).get("values")
+    matrix = results.accuracy_matrix.get("values")
     metrics = continual_metrics(matrix) if matrix else dict.fromkeys(METRICS)
-    curve = [(p["epoch"], p[first]) for p in results["stages"][-1].get("curve", []) if first in p]
+    curve = [(p["epoch"], p[first]) for p in results.stages[-1].curve if first in p]
     return {
         "run": str(run_dir),
         "seed": config.seed,
@@ -112,7 +109,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: dict) -> dict:
         else None,  # fmt: skip
         "replay": replay[0] if replay else None,
         "curve": curve,
-        "da_verdicts": final_verdicts(run_dir, len(results["stages"]), first),
+        "da_verdicts": final_verdicts(run_dir, len(results.stages), first),
         **metrics,
     }
 

@@ -14,7 +14,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +35,7 @@ from factmem.distributed import world_size
 from factmem.errors import ConfigError
 from factmem.integrity import checkpoint_problem
 from factmem.methods import Plugin
+from factmem.records import StageOutcome
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +53,6 @@ def bf16_supported() -> bool:
 
 def use_bf16(setting: str | bool) -> bool:
     return bf16_supported() if setting == "auto" else bool(setting)
-
-
-@dataclass
-class StageOutcome:
-    """What happened while training a stage (goes into results.json)."""
-
-    epochs: float
-    steps: int
-    stop_reason: str
-    rule_met: bool
-    wall_time_s: float
-    train_tokens: int
-    response_tokens: int
-    loss_curve: list[dict] = field(default_factory=list)
-    epoch_checks: list[dict] = field(default_factory=list)
-    probe_curve: list[dict] = field(default_factory=list)
 
 
 class _StageTrainer(Trainer):

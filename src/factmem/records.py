@@ -1,0 +1,156 @@
+"""The records a run writes, typed, and written and read by the same code (pipeline, report,
+grid, archive, analysis, tests):
+
+    stage<k>/training.json   StageOutcome   how the stage was trained (or where it was shared from)
+    stage<k>/stage.json      StageRecord    the finished stage: outcome + exact match per set
+    results.json             RunResults     every finished stage's record + the accuracy matrix
+
+The JSON keeps the field order below, so files written before these classes existed read
+back unchanged (docs/results holds such files; tests/test_records.py checks it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from factmem.atomic import write_json_atomic
+from factmem.errors import FactmemError
+
+
+def _from_json(cls, data: Any, source: Path | str):
+    """`cls(**data)` with a clear error naming the file and the missing field; keys this
+    version does not know (a newer factmem's) are ignored."""
+    if not isinstance(data, dict):
+        raise FactmemError(f"{source}: expected a JSON object, found {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError as err:  # a required field is missing
+        missing = sorted(n for n in names if n not in data)
+        raise FactmemError(f"{source}: not a {cls.__name__} record; missing {missing} ({err})"
+                           ) from None  # fmt: skip
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise FactmemError(f"{path}: not valid JSON ({err}); delete it to redo that part"
+                           ) from None  # fmt: skip
+
+
+@dataclass
+class StageOutcome:
+    """How a stage was trained: the stop rule's outcome, the losses, the training mixture's
+    statistics (examples and tokens per kind), and the run it was shared from, if any."""
+
+    epochs: float
+    steps: int
+    stop_reason: str
+    rule_met: bool
+    wall_time_s: float
+    train_tokens: int
+    response_tokens: int
+    loss_curve: list[dict] = field(default_factory=list)
+    epoch_checks: list[dict] = field(default_factory=list)
+    probe_curve: list[dict] = field(default_factory=list)
+    mixture: dict = field(default_factory=dict)
+    shared_from: str | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if data["shared_from"] is None:  # only a shared stage's file names its origin
+            del data["shared_from"]
+        return data
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> StageOutcome:
+        return _from_json(cls, _read_json(path), path)
+
+
+@dataclass
+class StageRecord:
+    """One finished stage: how it was trained and exact match on every factoid set so far."""
+
+    index: int  # 1-based, as in logs and folder names
+    name: str
+    dataset: str
+    size: int
+    fingerprint: str
+    stop_rule: str | None
+    stop_reason: str
+    rule_met: bool
+    epochs: float
+    steps: int
+    train_time_s: float
+    eval_time_s: float
+    train_tokens: int
+    response_tokens: int
+    tokens_per_s: float
+    mixture: dict
+    shared_from: str | None
+    accuracy: dict[str, float]
+    loss_curve: list[dict] = field(default_factory=list)
+    epoch_checks: list[dict] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> StageRecord:
+        return cls.from_json(_read_json(path), path)
+
+    @classmethod
+    def from_json(cls, data: Any, source: Path | str) -> StageRecord:
+        return _from_json(cls, data, source)
+
+
+@dataclass
+class RunResults:
+    """results.json: the run's finished stages and its accuracy matrix (rows: after stage i,
+    columns: every stage's set; None where a set is not scored)."""
+
+    name: str
+    model: str
+    seed: int
+    stages: list[StageRecord]
+    accuracy_matrix: dict
+    finished: bool
+
+    @classmethod
+    def of(cls, name: str, model: str, seed: int, set_names: list[str],
+           stages: list[StageRecord]) -> RunResults:  # fmt: skip
+        matrix = [[record.accuracy.get(n) for n in set_names] for record in stages]
+        return cls(name, model, seed, list(stages),
+                   {"rows": "after stage i", "columns": set_names, "values": matrix},
+                   finished=len(stages) == len(set_names))  # fmt: skip
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> RunResults:
+        data = _read_json(path)
+        results = _from_json(cls, data, path)
+        if not isinstance(results.stages, list):
+            raise FactmemError(f"{path}: `stages` is not a list")
+        results.stages = [StageRecord.from_json(s, f"{path}: stages[{i}]")
+                          for i, s in enumerate(results.stages)]  # fmt: skip
+        return results
+
+    def set_accuracy(self, stage: int, set_name: str) -> float | None:
+        """Exact match on `set_name` after stage `stage` (1-based), or None if not scored."""
+        return self.stages[stage - 1].accuracy.get(set_name)
