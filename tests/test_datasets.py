@@ -13,6 +13,7 @@ from factmem.data.example import Example
 from factmem.data.qa import ANSWER_SUFFIX
 from factmem.data.registry import REGISTRY, load_examples, read_dataset
 from factmem.errors import ConfigError, DataError
+from factmem.familiarity import filtered_examples
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -212,16 +213,16 @@ def test_familiarity_filter_keeps_the_asked_kind_and_judges_lazily(upstream):
         judged.extend(e.prompt for e in examples)
         return [int(e.response.split()[-1]) % 2 == 0 for e in examples]  # even makers known
 
-    known = load_examples("popqa", 2, 0, path, familiar=True, judge=judge)
-    unknown = load_examples("popqa", 2, 0, path, familiar=False, judge=judge)
+    known = filtered_examples("popqa", 2, 0, path, None, True, judge)
+    unknown = filtered_examples("popqa", 2, 0, path, None, False, judge)
     assert all(int(e.response.split()[-1]) % 2 == 0 for e in known)
     assert all(int(e.response.split()[-1]) % 2 == 1 for e in unknown)
     assert all(e.meta["familiar"] is False for e in unknown)
     with pytest.raises(ConfigError, match="`familiar` applies to factoid QA sets only"):
-        load_examples("gsm8k", 1, 0, str(upstream["gsm8k"]), familiar=False, judge=judge)
+        filtered_examples("gsm8k", 1, 0, str(upstream["gsm8k"]), None, False, judge)
     big = write(Path(path).with_name("big.json"), popqa_rows(200))
     judged.clear()
-    load_examples("popqa", 2, 0, str(big), familiar=False, judge=judge)
+    filtered_examples("popqa", 2, 0, str(big), None, False, judge)
     assert len(judged) == 64  # one chunk held enough unknown facts; the rest was never asked
 
 

@@ -16,15 +16,49 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from factmem.atomic import crash_point
 from factmem.data.example import Example
 from factmem.data.qa import ANSWER_SUFFIX
+from factmem.data.registry import candidates, dataset_spec, draw
+from factmem.errors import ConfigError
 from factmem.evaluation import MatchMode, exact_match
 
 log = logging.getLogger(__name__)
+
+Judge = Callable[[Sequence[Example]], list[bool]]  # True where the model knows the fact
+
+
+def filtered_examples(name: str, size: int | None, seed: int, path: str | None,
+                      options: dict[str, Any] | None, familiar: bool, judge: Judge
+                      ) -> list[Example]:  # fmt: skip
+    """`size` facts of set `name` that the judge finds known (`familiar`) or not: the data
+    layer's seeded candidates, judged in that order only until enough are kept, then drawn
+    as `load_examples` draws (so `<set>_id` stays disjoint from `<set>`)."""
+    spec, options = dataset_spec(name, options)
+    if not spec.filterable:
+        raise ConfigError(f"dataset {name!r}: `familiar` applies to factoid QA sets only")
+    want = None if size is None else (2 * size if spec.halves else size)
+    kept = keep_familiar(candidates(name, seed, path, options), familiar, judge, want)
+    return draw(name, kept, size, " familiar" if familiar else " unfamiliar")
+
+
+def keep_familiar(ordered: list[Example], familiar: bool, judge: Judge, want: int | None,
+                  chunk: int = 64) -> list[Example]:  # fmt: skip
+    """Keep facts whose judged familiarity equals `familiar`, in order, until `want` kept."""
+    kept: list[Example] = []
+    for start in range(0, len(ordered), chunk):
+        batch = ordered[start : start + chunk]
+        known = judge(batch)
+        kept += [replace(e, meta={**e.meta, "familiar": k}) for e, k in zip(batch, known,
+                 strict=True) if k == familiar]  # fmt: skip
+        if want is not None and len(kept) >= want:
+            return kept[:want]
+    return kept
 
 DEMONSTRATIONS = (
     ("What is the capital of France?", "Paris"),

@@ -28,11 +28,17 @@ from factmem.atomic import (
 )
 from factmem.config import ExperimentConfig, StageConfig, config_to_yaml
 from factmem.data.example import Example, encode_example
-from factmem.data.registry import REGISTRY, Judge, load_examples
+from factmem.data.registry import REGISTRY, load_examples
 from factmem.distributed import barrier, is_main
 from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
-from factmem.familiarity import FamiliarityJudge, few_shot_example, model_key
+from factmem.familiarity import (
+    FamiliarityJudge,
+    Judge,
+    few_shot_example,
+    filtered_examples,
+    model_key,
+)
 from factmem.integrity import json_problem, model_problem, stage_problem
 from factmem.layout import RunFolder, StageFolder
 from factmem.markdown import markdown_table
@@ -50,8 +56,12 @@ def stage_examples(config: ExperimentConfig, index: int, judge: Judge | None = N
     """Stage `index`'s own set (its familiarity filter judged by the base model)."""
     stage = config.stages[index]
     familiar = stage_familiar(config, index)
-    return load_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options,
-                         familiar=familiar, judge=judge)  # fmt: skip
+    if familiar is None:
+        return load_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options)
+    if judge is None:
+        raise ConfigError(f"dataset {stage.dataset!r}: `familiar` needs a model to judge with")
+    return filtered_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options,
+                             familiar, judge)  # fmt: skip
 
 
 def stage_familiar(config: ExperimentConfig, index: int) -> bool | None:

@@ -2,18 +2,18 @@
 
 A named set is read from local files in its upstream schema (`path:`) or, without a path,
 from the Hugging Face hub; each row goes through the set's reader (data/qa.py,
-data/instruct.py). Then, in this order: the familiarity filter (factoid QA sets), a seeded
-permutation, and `size` examples. `<set>_id` takes the odd positions of the same
-permutation where `<set>` takes the even ones: unseen facts of the same kind, disjoint
-whatever the two sizes are.
+data/instruct.py). Then a seeded permutation (`candidates`) and `size` examples of it
+(`draw`). `<set>_id` takes the odd positions of the same permutation where `<set>` takes
+the even ones: unseen facts of the same kind, disjoint whatever the two sizes are. Loading
+needs no model: the familiarity filter is a step of its own (familiarity.py) between the two.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
@@ -27,7 +27,6 @@ from factmem.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 Kind = Literal["factoid", "nonfactoid"]
-Judge = Callable[[Sequence[Example]], list[bool]]  # True where the base model knows the fact
 
 
 @dataclass(frozen=True)
@@ -234,15 +233,51 @@ def load_examples(
     seed: int,
     path: str | None = None,
     options: dict[str, Any] | None = None,
-    familiar: bool | None = None,
-    judge: Judge | None = None,
 ) -> list[Example]:
-    """Build dataset `name` and draw `size` examples with `seed`.
+    """Build dataset `name` and draw `size` examples with `seed` (every example: size None)."""
+    spec, options = dataset_spec(name, options)
+    if spec.generates:
+        if size is None:
+            raise ConfigError(f"dataset {name!r} is synthetic: give a `size`")
+        return spec.build(size, seed, **options)
+    if spec.needs_path and not path:
+        raise ConfigError(f"dataset {name!r} needs `path:` (a local file or folder)")
+    if spec.build is not None:
+        return _sample(spec.build(path=path, **options), size, seed, name)
+    return draw(name, candidates(name, seed, path, options), size)
 
-    familiar: None keeps every fact; False keeps the facts the base model does not know,
-    True the ones it knows; `judge` (see familiarity.py) decides, checking facts in the
-    seeded order only until enough are found.
-    """
+
+def candidates(name: str, seed: int, path: str | None = None,
+               options: dict[str, Any] | None = None) -> list[Example]:  # fmt: skip
+    """Every example of a QA or instruction set, in the seeded order that `draw` takes them
+    from: a filter (familiarity.py) may walk this order and stop once it has enough."""
+    spec, options = dataset_spec(name, options)
+    if spec.build is not None or spec.generates:
+        raise ConfigError(f"dataset {name!r} is built whole: it has no seeded candidate order")
+    pool = read_dataset(name, path, options)
+    order = list(range(len(pool)))
+    random.Random(f"factmem-sample-{name.removesuffix('_id')}-{seed}").shuffle(order)
+    return [pool[i] for i in order]
+
+
+def draw(name: str, ordered: list[Example], size: int | None, what: str = "") -> list[Example]:
+    """`size` examples of `ordered` (all: size None); a `<set>_id` variant takes the odd
+    positions where `<set>` takes the even ones. `what` names a filter in the error."""
+    halves = REGISTRY[name].halves
+    if halves:
+        ordered = ordered[0::2] if halves == "even" else ordered[1::2]
+    if size is None:
+        return ordered
+    if size > len(ordered):
+        half = " (half of the set: the other half is for the _id variant)" if halves else ""
+        raise ConfigError(
+            f"dataset {name!r} has {len(ordered)}{what} examples{half}; size={size} asks for more"
+        )
+    return ordered[:size]
+
+
+def dataset_spec(name: str, options: dict[str, Any] | None) -> tuple[DatasetSpec, dict[str, Any]]:
+    """The dataset's spec, and its options if it accepts every one of them."""
     if name not in REGISTRY:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
     spec, options = REGISTRY[name], dict(options or {})
@@ -252,52 +287,7 @@ def load_examples(
             f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(spec.options) or 'none'}"
         )
-    if familiar is not None and not spec.filterable:
-        raise ConfigError(f"dataset {name!r}: `familiar` applies to factoid QA sets only")
-    if spec.generates:
-        if size is None:
-            raise ConfigError(f"dataset {name!r} is synthetic: give a `size`")
-        return spec.build(size, seed, **options)
-    if spec.needs_path and not path:
-        raise ConfigError(f"dataset {name!r} needs `path:` (a local file or folder)")
-    if spec.build is not None:
-        return _sample(spec.build(path=path, **options), size, seed, name)
-    pool = read_dataset(name, path, options)
-    family = name.removesuffix("_id")
-    order = list(range(len(pool)))
-    random.Random(f"factmem-sample-{family}-{seed}").shuffle(order)
-    ordered = [pool[i] for i in order]
-    if familiar is not None:
-        if judge is None:
-            raise ConfigError(f"dataset {name!r}: `familiar` needs a model to judge with")
-        want = None if size is None else (2 * size if spec.halves else size)
-        ordered = _filter_familiar(ordered, familiar, judge, want)
-    if spec.halves:
-        ordered = ordered[0::2] if spec.halves == "even" else ordered[1::2]
-    if size is None:
-        return ordered
-    if size > len(ordered):
-        what = " familiar" if familiar else " unfamiliar" if familiar is False else ""
-        half = " (half of the set: the other half is for the _id variant)" if spec.halves else ""
-        raise ConfigError(
-            f"dataset {name!r} has {len(ordered)}{what} examples{half}; size={size} asks for more"
-        )
-    return ordered[:size]
-
-
-def _filter_familiar(
-    ordered: list[Example], familiar: bool, judge: Judge, want: int | None, chunk: int = 64
-) -> list[Example]:
-    """Keep facts whose judged familiarity equals `familiar`, in order, until `want` kept."""
-    kept: list[Example] = []
-    for start in range(0, len(ordered), chunk):
-        batch = ordered[start : start + chunk]
-        known = judge(batch)
-        kept += [replace(e, meta={**e.meta, "familiar": k}) for e, k in zip(batch, known,
-                 strict=True) if k == familiar]  # fmt: skip
-        if want is not None and len(kept) >= want:
-            return kept[:want]
-    return kept
+    return spec, options
 
 
 def _sample(examples: list[Example], size: int | None, seed: int, name: str) -> list[Example]:
