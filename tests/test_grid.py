@@ -84,7 +84,7 @@ def test_axes_expand_to_named_tagged_runs(tiny_model_dir, tmp_path):
 
 
 def test_grid_file_errors_name_the_file_and_the_run(tiny_model_dir, tmp_path):
-    with pytest.raises(ConfigError, match="grid.yaml: unknown grid field"):
+    with pytest.raises(ConfigError, match=r"grid.yaml:\d+: axis: unknown grid field; a grid has"):
         load_grid(_grid_file(tmp_path, tiny_model_dir, axis={}))
     bad = {"size": {"small": {"stages[0].size": -1}}}
     with pytest.raises(ConfigError, match=r"(?s)grid.yaml \(size=small\).*stages.0.size"):

@@ -47,26 +47,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from factmem.archive import archive_run, archived_fingerprints, is_finished, write_readme
 from factmem.atomic import write_json_atomic
 from factmem.config import (
     ExperimentConfig,
     apply_overrides,
-    check_folder_name,
     find_config,
     load_config,
     read_config_data,
     split_override,
 )
+from factmem.config.grid_file import read_grid_file
 from factmem.errors import ConfigError, FactmemError
 from factmem.layout import RunFolder, grid_record
 
 log = logging.getLogger(__name__)
-
-GRID_FIELDS = {"name", "base", "output_dir", "set", "axes", "vars", "profiles"}
-
 
 class GridError(FactmemError):
     """Some runs of a grid failed (the message lists them and where their logs are)."""
@@ -144,31 +139,13 @@ def load_grid(
     alternatives, different axes must all match. A slice of a grid keeps its run names, so
     the full grid later finds those runs finished."""
     grid_path = _find_grid(path)
-    try:
-        data = yaml.safe_load(grid_path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{grid_path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{grid_path}: the top level must be a mapping")
-    unknown = set(data) - GRID_FIELDS
-    if unknown:
-        raise ConfigError(f"{grid_path}: unknown grid field(s) {', '.join(sorted(unknown))}; "
-                          f"a grid has {', '.join(sorted(GRID_FIELDS))}")  # fmt: skip
-    for required in ("name", "base"):
-        if not data.get(required):
-            raise ConfigError(f"{grid_path}: `{required}` is required")
-    try:
-        check_folder_name(str(data["name"]))
-    except ValueError as err:
-        raise ConfigError(f"{grid_path}: name: {err}") from None
-    common = dict(data.get("set") or {})
-    variables = dict(data.get("vars") or {})
-    profiles = data.get("profiles") or {}
+    grid_file = read_grid_file(grid_path)
+    common, variables = dict(grid_file.set), dict(grid_file.vars)
     if profile is not None:
-        if profile not in profiles:
+        if profile not in grid_file.profiles:
             raise ConfigError(f"{grid_path}: no profile {profile!r}; profiles: "
-                              f"{', '.join(profiles) or 'none'}")  # fmt: skip
-        variables |= profiles[profile]
+                              f"{', '.join(grid_file.profiles) or 'none'}")  # fmt: skip
+        variables |= grid_file.profiles[profile]
     variables["data_dir"] = data_dir or os.environ.get("FACTMEM_DATA_DIR")
     # vars may use other vars: `corpus_path: "{data_dir}/nltk/state_union.zip"`
     for _ in range(5):  # a var inside a var inside a var ... (no cycles in practice)
@@ -178,18 +155,17 @@ def load_grid(
     for text in overrides:
         key, value = split_override(text)
         last[key] = value
-    axes = _read_axes(data.get("axes") or {}, grid_path)
-    directory = Path(last.pop("output_dir", None) or data.get("output_dir") or "runs") / str(
-        data["name"]
-    )
-    base_path = Path(data["base"])
+    axes = _read_axes(grid_file.axes, grid_path)
+    root = last.pop("output_dir", None) or grid_file.output_dir or "runs"
+    directory = Path(root) / grid_file.name
+    base_path = Path(grid_file.base)
     if not base_path.is_absolute() and (grid_path.parent / base_path).is_file():
         base_path = grid_path.parent / base_path  # a file beside the grid file
     base = read_config_data(find_config(base_path))  # else a path, or a preset in configs/
     runs = []
     for point in itertools.product(*[[(name, *v) for v in values] for name, values in axes]):
         tags = {name: label for name, label, _ in point}
-        run_name = "_".join(_slug(label, name) for name, label, _ in point) or str(data["name"])
+        run_name = "_".join(_slug(label, name) for name, label, _ in point) or grid_file.name
         where = f"{grid_path} ({', '.join(f'{k}={v}' for k, v in tags.items()) or 'base'})"
         config_data = json.loads(json.dumps(base))  # a deep copy
         point_vars = dict(variables)  # a labelled axis value may set vars for the whole point
@@ -212,7 +188,7 @@ def load_grid(
     if clash:
         raise ConfigError(f"{grid_path}: runs with the same name {clash}; give axis values "
                           "distinct labels")  # fmt: skip
-    return Grid(str(data["name"]), directory, _select(runs, only, axes, grid_path))
+    return Grid(grid_file.name, directory, _select(runs, only, axes, grid_path))
 
 
 def _select(runs: list[GridRun], only: list[str], axes, source: Path) -> list[GridRun]:

@@ -115,10 +115,8 @@ def _merge(base: Any, child: Any) -> Any:
     return child
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict]:
-    """(data, line map) of a config file, with `extends: <preset or file>` resolved."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+def yaml_with_lines(path: Path) -> tuple[dict, dict]:
+    """(data, {field path: line}) of a YAML file whose top level is a mapping."""
     text = path.read_text()
     try:
         node = yaml.compose(text, Loader=_LineLoader)
@@ -127,7 +125,14 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict]:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of fields")
-    lines = _line_map(node) if node is not None else {}
+    return data, _line_map(node) if node is not None else {}
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict]:
+    """(data, line map) of a config file, with `extends: <preset or file>` resolved."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data, lines = yaml_with_lines(path)
     parent = data.pop("extends", None)
     if parent is not None:
         parent_path = find_config(parent, near=path.parent).resolve()

@@ -481,7 +481,9 @@ class ExperimentConfig(_Strict):
 
 
 def format_errors(
-    err: ValidationError, source: str = "", lines: dict | None = None, prefix: tuple = ()
+    err: ValidationError, source: str = "", lines: dict | None = None, prefix: tuple = (),
+    title: str = "invalid config",
+    unknown: str = "unknown field (check the spelling; `factmem fields` lists them all)",
 ) -> str:
     """A pydantic error as lines `file:line: field: message` (line when known)."""
     messages = []
@@ -498,6 +500,6 @@ def format_errors(
             where = f"{source}: "
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; `factmem fields` lists them all)"
+            msg = unknown
         messages.append(f"{where}{field}: {msg}")
-    return "invalid config:\n  " + "\n  ".join(messages)
+    return f"{title}:\n  " + "\n  ".join(messages)
