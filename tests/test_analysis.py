@@ -84,19 +84,13 @@ def test_gradient_of_a_set_with_itself_has_cosine_one(deep_tiny):
 def test_lens_and_gradients_of_a_run_from_the_command_line(tiny_model_dir, tmp_path, capsys):
     from factmem.config import load_config
     from factmem.pipeline import run_experiment
+    from factmem.testing import tiny_config_data
 
-    kvr = {"key_length": 3, "value_length": 2}
-    config = load_config({
-        "name": "run", "model": str(tiny_model_dir), "output_dir": str(tmp_path),
-        "training": {"learning_rate": 1e-2, "batch_size": 4, "bf16": False,
-                     "checkpoint_every_epochs": 0},
-        "evaluation": {"max_new_tokens": 6},
-        "stages": [
-            {"dataset": "kvr", "size": 6, "stop": {"epochs": 2}, "options": kvr},
-            {"dataset": "kvr_id", "size": 6, "stop": {"epochs": 1}, "options": kvr,
-             "mixing": {"source": "random_words", "words": 4, "ratio": 1.0}},
-        ],
-    })  # fmt: skip
+    data = tiny_config_data(tiny_model_dir, tmp_path, name="run", size=6, epochs=(2, 1),
+                            max_new_tokens=6, checkpoint_every_epochs=0, warmup_ratio=0.05
+                            )  # fmt: skip
+    data["stages"][1]["mixing"] = {"source": "random_words", "words": 4, "ratio": 1.0}
+    config = load_config(data)
     run_experiment(config, progress=False)
     run = tmp_path / "run"
     assert main(["lens", str(run), "-n", "5", "--out", str(tmp_path / "lens")]) == 0

@@ -6,20 +6,13 @@ import sys
 import yaml
 
 from factmem.records import RunResults
+from factmem.testing import tiny_config_data
 
 
 def test_two_process_launch_trains_with_the_global_batch(tiny_model_dir, tmp_path):
-    kvr = {"key_length": 3, "value_length": 2}
-    config = {
-        "name": "ddp", "model": str(tiny_model_dir), "output_dir": str(tmp_path / "runs"),
-        "training": {"learning_rate": 1e-2, "batch_size": 4, "bf16": False,
-                     "checkpoint_every_epochs": 1},
-        "evaluation": {"max_new_tokens": 6},
-        "stages": [
-            {"dataset": "kvr", "size": 8, "stop": {"epochs": 2}, "options": kvr},
-            {"dataset": "kvr_id", "size": 8, "stop": {"epochs": 2}, "options": kvr},
-        ],
-    }  # fmt: skip
+    # warmup as by default: this test's numbers were made with it
+    config = tiny_config_data(tiny_model_dir, tmp_path / "runs", name="ddp", epochs=(2, 2),
+                              max_new_tokens=6, warmup_ratio=0.05)  # fmt: skip
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     launched = subprocess.run(

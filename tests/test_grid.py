@@ -10,35 +10,11 @@ from factmem.cli import main
 from factmem.errors import ConfigError
 from factmem.grid import GridError, load_grid, run_grid, run_state, status_table
 from factmem.records import RunResults
+from factmem.testing import tiny_config_data
 
 
 def _base(model_dir) -> dict:
-    return {
-        "name": "base",
-        "model": str(model_dir),
-        "training": {
-            "learning_rate": 1e-2,
-            "batch_size": 4,
-            "bf16": False,
-            "warmup_ratio": 0.0,
-            "checkpoint_every_epochs": 1,
-        },
-        "evaluation": {"max_new_tokens": 8},
-        "stages": [
-            {
-                "dataset": "kvr",
-                "size": 8,
-                "stop": {"epochs": 2},
-                "options": {"key_length": 3, "value_length": 2},
-            },  # fmt: skip
-            {
-                "dataset": "kvr_id",
-                "size": 8,
-                "stop": {"epochs": 2},
-                "options": {"key_length": 3, "value_length": 2},
-            },  # fmt: skip
-        ],
-    }
+    return tiny_config_data(model_dir, name="base", epochs=(2, 2))
 
 
 def _grid_file(tmp_path, model_dir, axes=None, **extra) -> str:

@@ -16,21 +16,14 @@ from factmem.methods import (
 )
 from factmem.models import load_model, load_tokenizer
 from factmem.pipeline import run_experiment
-
-KVR = {"key_length": 3, "value_length": 2}
+from factmem.testing import tiny_config_data
 
 
 def _config(model_dir, tmp_path, name="plain", **stage2):
-    return load_config({
-        "name": name, "model": str(model_dir), "output_dir": str(tmp_path / "runs"),
-        "training": {"learning_rate": 1e-2, "batch_size": 4, "bf16": False,
-                     "warmup_ratio": 0.0, "checkpoint_every_epochs": 0},
-        "evaluation": {"max_new_tokens": 6},
-        "stages": [
-            {"dataset": "kvr", "size": 8, "stop": {"epochs": 3}, "options": KVR},
-            {"dataset": "kvr_id", "size": 8, "stop": {"epochs": 2}, "options": KVR} | stage2,
-        ],
-    })  # fmt: skip
+    data = tiny_config_data(model_dir, tmp_path / "runs", name=name, max_new_tokens=6,
+                            checkpoint_every_epochs=0)  # fmt: skip
+    data["stages"][1] |= stage2
+    return load_config(data)
 
 
 def _science(results):

@@ -9,37 +9,11 @@ from factmem.config import load_config
 from factmem.errors import ConfigError
 from factmem.pipeline import results_table, run_experiment
 from factmem.records import RunResults
+from factmem.testing import tiny_config_data
 
 
 def _config(model_dir, tmp_path, **extra):
-    data = {
-        "name": "tiny",
-        "model": str(model_dir),
-        "output_dir": str(tmp_path / "runs"),
-        "training": {
-            "learning_rate": 1e-2,
-            "batch_size": 4,
-            "bf16": False,
-            "warmup_ratio": 0.0,
-            "checkpoint_every_epochs": 1,
-        },
-        "evaluation": {"max_new_tokens": 8},
-        "stages": [
-            {
-                "dataset": "kvr",
-                "size": 8,
-                "stop": {"epochs": 3},
-                "options": {"key_length": 3, "value_length": 2},
-            },
-            {
-                "dataset": "kvr_id",
-                "size": 8,
-                "stop": {"epochs": 2},
-                "options": {"key_length": 3, "value_length": 2},
-            },
-        ],
-    } | extra
-    return load_config(data)
+    return load_config(tiny_config_data(model_dir, tmp_path / "runs") | extra)
 
 
 def test_run_writes_everything(tiny_model_dir, tmp_path):

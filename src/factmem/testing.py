@@ -63,3 +63,31 @@ def build_tiny_model(
     )
     save_model(model, tokenizer, folder)
     return folder
+
+
+# The settings under which the tiny model memorises 8 KVR facts in a few epochs (tests,
+# scripts/tiny_grid.py, benchmarks): one definition instead of one per test file.
+FAST_TRAINING = {"learning_rate": 1e-2, "batch_size": 4, "bf16": False, "warmup_ratio": 0.0,
+                 "checkpoint_every_epochs": 1}  # fmt: skip
+TINY_KVR = {"key_length": 3, "value_length": 2}
+
+
+def tiny_config_data(model_dir: str | Path, output_dir: str | Path | None = None, *,
+                     name: str = "tiny", size: int = 8, epochs: tuple[int, int] = (3, 2),
+                     max_new_tokens: int = 8, **training) -> dict:  # fmt: skip
+    """A two-stage config, KVR -> unseen KVR on the tiny model, that runs in seconds;
+    `training` overrides FAST_TRAINING. A dict, so that a test can change any field."""
+    data = {
+        "name": name, "model": str(model_dir),
+        "training": FAST_TRAINING | training,
+        "evaluation": {"max_new_tokens": max_new_tokens},
+        "stages": [
+            {"dataset": "kvr", "size": size, "stop": {"epochs": epochs[0]},
+             "options": dict(TINY_KVR)},
+            {"dataset": "kvr_id", "size": size, "stop": {"epochs": epochs[1]},
+             "options": dict(TINY_KVR)},
+        ],
+    }  # fmt: skip
+    if output_dir is not None:
+        data["output_dir"] = str(output_dir)
+    return data
