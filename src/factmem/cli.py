@@ -100,6 +100,10 @@ def cmd_grid(args: argparse.Namespace) -> None:
         print(describe_plan(grid))
         for run in grid.runs:
             print(f"  {run.name}: " + ", ".join(f"{k}={v}" for k, v in run.tags.items()))
+        if args.gpu:
+            from factmem.estimate import grid_estimate
+
+            print("\n" + grid_estimate(grid, args.gpu, args.gpus, args.mfu))
         return
     _setup_logging(grid_log(grid.directory), args.quiet)
     run_grid(grid, args.backend, progress=not args.quiet, archive=archive, **(
@@ -197,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                       "archive), so a grid can be finished over several machines")  # fmt: skip
     grid.add_argument("--status", action="store_true", help="what is done, running, failed")
     grid.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    grid.add_argument("--gpu", help="with --dry-run: estimate the cost on this accelerator "
+                      "(A100, H100, L40S, A10G): tokens, hours, memory per device")  # fmt: skip
+    grid.add_argument("--gpus", type=int, default=8, help="devices for --gpu (default 8)")
+    grid.add_argument("--mfu", type=float, default=0.35,
+                      help="model FLOP utilisation for --gpu (default 0.35)")  # fmt: skip
     grid.add_argument("--quiet", action="store_true")
     grid.set_defaults(func=cmd_grid)
     lens = sub.add_parser("lens", help="Logit Lens: the layer where each answer first appears")

@@ -1,0 +1,68 @@
+"""The cost estimate: its formulas on known numbers, its tokens against a real mixture."""
+
+import pytest
+
+from factmem.config import load_config
+from factmem.estimate import (
+    ModelShape,
+    cpu_check,
+    grid_estimate,
+    memory_per_device,
+    model_shape,
+    stage_costs,
+    training_flops,
+)
+from factmem.models import load_tokenizer
+from factmem.pipeline import _tokens_by_kind, stage_examples, stage_mixture
+from factmem.testing import tiny_config_data
+
+
+def test_formulas_on_known_numbers():
+    shape = ModelShape(parameters=1e9, hidden=1000, layers=10, vocabulary=50000)
+    assert training_flops(shape, 1e6) == 6e15
+    # 16 B x 1e9 / 8 + 2 B x 1e8 (one layer) + 34 x 100 x 2 x 1000 x 10 + 4 x 100 x 2 x 50000
+    assert memory_per_device(shape, 8, 2, 100) == 2e9 + 2e8 + 68e6 + 40e6
+    records = [{"stage": "a", "train_tokens": 100, "train_time_s": 10.0},
+               {"stage": "b", "train_tokens": 300, "train_time_s": 45.0}]  # fmt: skip
+    checked = cpu_check(records, 1e6)
+    assert [c["predicted_s"] for c in checked] == [10.0, 30.0]
+    assert [c["ratio"] for c in checked] == [1.0, 1.5]
+
+
+def test_the_paper_model_is_known_offline_and_a_local_model_is_counted(tiny_model_dir):
+    assert model_shape("meta-llama/Meta-Llama-3-8B").parameters == 8.03e9
+    from factmem.models import load_model
+
+    tiny = load_model(str(tiny_model_dir), load_tokenizer(str(tiny_model_dir)))
+    assert model_shape(str(tiny_model_dir)).parameters == sum(p.numel() for p in tiny.parameters())
+
+
+def test_stage_tokens_match_the_mixture_the_pipeline_trains_on(tiny_model_dir, tmp_path):
+    data = tiny_config_data(tiny_model_dir, tmp_path)
+    mixing = {"source": "random_words", "words": 6, "ratio": 2.0}
+    data["stages"][1] |= {"replay": {"fraction": 0.5}, "mixing": mixing}
+    config = load_config(data)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    costs = stage_costs(config, tokenizer, "tiny")
+    sets = [stage_examples(config, i) for i in range(2)]
+    for cost, index in zip(costs, (0, 1), strict=True):
+        train_set, _ = stage_mixture(config, index, sets)
+        counted = sum(_tokens_by_kind(tokenizer, train_set).values())
+        assert cost.examples == len(train_set)
+        assert cost.tokens_per_epoch == pytest.approx(counted, rel=0.1)  # mixing: a sample
+        assert cost.epochs == config.stages[index].stop.epochs
+    assert costs[0].tokens_per_epoch == sum(_tokens_by_kind(tokenizer, sets[0]).values())
+
+
+def test_a_grid_estimate_counts_each_shared_stage_once(tiny_model_dir, tmp_path):
+    from test_grid import _grid_file
+
+    from factmem.grid import load_grid
+
+    grid = load_grid(_grid_file(tmp_path, tiny_model_dir))
+    text = grid_estimate(grid, "H100", devices=2, mfu=0.5)
+    trainings = grid.training_counts()["trainings"]
+    assert text.startswith(f"cost of grid g: {trainings} distinct stage trainings (of 8 ")
+    assert text.count("\n| ") == trainings + 1  # header + one row per distinct training
+    with pytest.raises(Exception, match="known A100"):
+        grid_estimate(grid, "TPU")
