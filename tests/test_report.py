@@ -178,6 +178,20 @@ def test_paired_differences_against_no_mixing(paired_dir):
     assert rows.loc["-/Generic (state_union)", "verdict"] == "lower"
 
 
+def test_each_seed_is_shown_beside_its_no_mixing_twin(paired_dir):
+    from factmem.report import per_seed_table
+
+    table = per_seed_table(collect_runs(paired_dir)).reset_index()
+    replay = table[table["strategy"] == "Replay 0.1"]
+    assert replay["seed"].tolist() == [0, 1, 2]
+    assert replay["No Mixing"].tolist() == ["50.0"] * 3  # 10 of 20 facts
+    assert replay["Δ (points)"].tolist() == ["+0.0"] * 3
+    assert replay["kept only with / without"].tolist() == ["1 / 1"] * 3  # fact 10 for fact 9
+    generic = table[table["strategy"] == "-/Generic (state_union)"]
+    assert generic["strategy (%)"].tolist() == ["25.0"] * 3
+    assert generic["kept only with / without"].tolist() == ["0 / 5"] * 3
+
+
 def test_paper_vs_ours_gives_a_verdict_per_cell(paired_dir, tmp_path):
     paper = tmp_path / "paper.yaml"
     paper.write_text(yaml.safe_dump({"tables": [{"id": "T", "model": "Llama-3-8B", "cells": [

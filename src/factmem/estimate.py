@@ -20,7 +20,9 @@ scripts/check_estimate.py and docs/scale.md.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -104,16 +106,23 @@ def _mixing_sample(cfg: MixingConfig, count: int, seed: str) -> list[Example]:
     return [next(stream) for _ in range(count)]
 
 
+@functools.lru_cache(maxsize=4096)
+def _sample(dataset: str, size: int | None, seed: int, path: str | None, options: str
+            ) -> list[Example]:  # fmt: skip
+    """Examples to count tokens on; the runs of a grid ask for the same ones many times."""
+    return load_examples(dataset, size, seed, path, json.loads(options))
+
+
 def stage_costs(config: ExperimentConfig, tokenizer, run: str = "") -> list[StageCost]:
     """Tokens of every trained stage of one run (no model is loaded, no familiarity judged:
     the unfiltered set stands in for the unfamiliar one, same kind of facts)."""
     costs, sets = [], []
     for index, stage in enumerate(config.stages):
         size = stage.size
-        examples = load_examples(stage.dataset, min(size or 64, 64), config.seed, stage.path,
-                                 stage.options)  # fmt: skip
-        count = size if size is not None else len(load_examples(
-            stage.dataset, None, config.seed, stage.path, stage.options))  # fmt: skip
+        examples = _sample(stage.dataset, min(size or 64, 64), config.seed, stage.path,
+                           json.dumps(stage.options, sort_keys=True))  # fmt: skip
+        count = size if size is not None else len(_sample(
+            stage.dataset, None, config.seed, stage.path, json.dumps(stage.options)))  # fmt: skip
         sets.append((count, examples))
         if not stage.train:
             continue

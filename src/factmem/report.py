@@ -541,6 +541,33 @@ def _save(fig, path: Path) -> Path:
 # ---------------------------------------------------------------- the whole report
 
 
+def per_seed_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each strategy beside its No Mixing twin, seed by seed (D_A after the last stage, %):
+    with a few seeds, whether an effect holds in every seed or comes from one shows here."""
+    rows = []
+    for (d_a, d_b, variant), part in runs.groupby(["d_a", "d_b", "variant"], sort=False):
+        baseline = {r.seed: r for r in part.itertuples() if r.strategy == BASELINE}
+        for run in part[part["strategy"] != BASELINE].itertuples():
+            twin = baseline.get(run.seed)
+            ours, theirs = run.da_verdicts or {}, (twin.da_verdicts or {}) if twin else {}
+            if twin is None or not ours or set(ours) != set(theirs):
+                continue
+            rows.append({
+                "D_A": d_a, "D_B": d_b,
+                "strategy": run.strategy + (f" [{variant}]" if variant else ""),
+                "seed": run.seed, "No Mixing": f"{100 * twin.da_final:.1f}",
+                "strategy (%)": f"{100 * run.da_final:.1f}",
+                "Δ (points)": f"{100 * (run.da_final - twin.da_final):+.1f}",
+                "kept only with / without": f"{sum(ours[f] and not theirs[f] for f in ours)} / "
+                                            f"{sum(theirs[f] and not ours[f] for f in ours)}",
+            })  # fmt: skip
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(["D_A", "D_B", "strategy", "seed"], kind="stable").set_index(
+        ["D_A", "D_B", "strategy", "seed"])
+
+
 def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
                  paper: str | Path | None = None) -> Path:  # fmt: skip
     """Tables (md, csv, tex), figures (png) and report.html under `out`; returns the page.
@@ -563,6 +590,9 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     paired = paired_table(runs)
     if not paired.empty:
         tables["D_A after the last stage: each strategy minus No Mixing, fact by fact"] = paired
+        by_seed = per_seed_table(runs)
+        if by_seed.index.get_level_values("seed").nunique() > 1:
+            tables["The same, seed by seed (D_A after the last stage, %)"] = by_seed
     if paper is not None:
         published = load_paper_numbers(paper_numbers_path(paper))
         versus = paper_vs_ours(two_stage, published)
