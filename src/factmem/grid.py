@@ -404,10 +404,22 @@ def run_stage_job(config_data: dict, upto: int, threads: int | None = None, *aft
     config = load_config(config_data)
     run = GridRun(config.name, dict(config.tags), config)
     with _run_log(run.folder), _tracked(run):
+        node = _ray_node()
+        if node:
+            log.info("stage %d of %s on Ray node %s", upto + 1, config.name, node)
         run_experiment(config, run.run_dir, progress=False, upto=upto)
         if upto < len(config.stages) - 1:
             write_json_atomic(run.folder.grid_state, {"state": "between stages"})
     return f"{config.name} stage {upto + 1}"
+
+
+def _ray_node() -> str | None:
+    """The Ray node this task runs on (None outside Ray): the log says where a stage ran."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 @contextmanager

@@ -1,0 +1,71 @@
+"""A Ray cluster that exists before factmem: a head and a worker node started with `ray start`
+(each with its own CPU), `factmem grid --backend ray --address` against it, the runs folder
+shared. Stages spread over both nodes, dependencies hold, results equal the local backend's.
+The cluster is stopped at the end, whatever happens."""
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from test_grid import _grid_file, _science
+
+from factmem.grid import load_grid, run_grid
+
+pytest.importorskip("ray")
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args: str, env: dict) -> None:
+    done = subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, env=env,
+                          timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_a_grid_on_an_existing_two_node_cluster(tiny_model_dir, tmp_path):
+    local = load_grid(_grid_file(tmp_path / "local", tiny_model_dir))
+    run_grid(local, progress=False)
+    port = _free_port()
+    short = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's sockets need a short path
+    # Ray >= 2.5x turns token authentication on for clusters started by hand: every process
+    # (head, worker, the factmem driver) gets the same token
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": short,
+                        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    address = f"127.0.0.1:{port}"
+    try:
+        _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+             "--disable-usage-stats", "--node-ip-address=127.0.0.1", env=env)  # fmt: skip
+        _ray("start", f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+             env=env)  # fmt: skip
+        grid_file = _grid_file(tmp_path / "cluster", tiny_model_dir)
+        ran = subprocess.run(
+            [str(BIN / "factmem"), "grid", grid_file, "--backend", "ray", "--address", address,
+             "--quiet"], capture_output=True, text=True, env=env, timeout=900,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env,
+                       timeout=120)  # fmt: skip
+        shutil.rmtree(short, ignore_errors=True)
+    remote = load_grid(grid_file)
+    assert _science(remote) == _science(local)
+    nodes = set()
+    for run in remote.runs:
+        for line in (run.run_dir / "run.log").read_text().splitlines():
+            if "on Ray node" in line:
+                nodes.add(line.rsplit(" ", 1)[-1])
+    assert len(nodes) == 2, nodes  # both nodes trained stages
+    shared = json.loads((remote.runs[2].run_dir / "stage1" / "stage.json").read_text())
+    assert shared["shared_from"].endswith("no-mixing_seed0/stage1")  # dependency respected
