@@ -197,3 +197,16 @@ def test_a_run_name_cannot_leave_the_output_folder(name, tmp_path, capsys):
     assert main(["run", str(config), "--name", name, "--output-dir", str(tmp_path / "out")]) == 2
     assert "not a plain folder name" in capsys.readouterr().err
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_weight_penalty_under_fsdp_is_refused_before_training(tmp_path):
+    from factmem.testing import tiny_config_data
+
+    data = tiny_config_data(tmp_path, tmp_path)
+    data["training"]["trainer_args"] = {"fsdp": "full_shard auto_wrap"}
+    data["stages"][1]["regularizer"] = {"method": "l2", "strength": 1.0}
+    with pytest.raises(ConfigError, match=r"stages.1.regularizer \(l2\) does not work with "
+                                          r"trainer_args.fsdp"):  # fmt: skip
+        load_config(data)
+    del data["training"]["trainer_args"]
+    assert load_config(data).stages[1].regularizer.method == "l2"  # without FSDP: fine

@@ -443,6 +443,19 @@ class ExperimentConfig(_Strict):
             raise ValueError("stage 1 has no earlier set for ewc's Fisher; use l2 or lwf")
         return stages
 
+    @model_validator(mode="after")
+    def _no_weight_penalty_under_fsdp(self) -> ExperimentConfig:
+        """l2 / ewc / lwf keep a full copy of the weights and compare it with the training
+        model's parameters by name; under FSDP those are flat shards with other names, so the
+        pair is refused here rather than failing inside the training loop."""
+        for i, stage in enumerate(self.stages):
+            fsdp = (self.training.trainer_args | stage.training.get("trainer_args", {})).get("fsdp")
+            if fsdp and stage.regularizer is not None:
+                raise ValueError(f"stages.{i}.regularizer ({stage.regularizer.method}) does not "
+                                 "work with trainer_args.fsdp yet; train that stage without "
+                                 "FSDP (DDP works) or without the regularizer")  # fmt: skip
+        return self
+
     def stage_training(self, index: int) -> TrainingConfig:
         """The experiment's training settings with stage `index`'s overrides applied."""
         merged = self.training.model_dump() | self.stages[index].training
