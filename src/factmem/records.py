@@ -42,8 +42,26 @@ def _read_json(path: Path) -> Any:
                            ) from None  # fmt: skip
 
 
+class _Record:
+    """JSON in the dataclass's field order, written atomically; read with a clear error."""
+
+    def to_json(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path):
+        return cls.from_json(_read_json(path), path)
+
+    @classmethod
+    def from_json(cls, data: Any, source: Path | str):
+        return _from_json(cls, data, source)
+
+
 @dataclass
-class StageOutcome:
+class StageOutcome(_Record):
     """How a stage was trained: the stop rule's outcome, the losses, the training mixture's
     statistics (examples and tokens per kind), and the run it was shared from, if any."""
 
@@ -66,16 +84,9 @@ class StageOutcome:
             del data["shared_from"]
         return data
 
-    def write(self, path: Path) -> None:
-        write_json_atomic(path, self.to_json())
-
-    @classmethod
-    def read(cls, path: Path) -> StageOutcome:
-        return _from_json(cls, _read_json(path), path)
-
 
 @dataclass
-class StageRecord:
+class StageRecord(_Record):
     """One finished stage: how it was trained and exact match on every factoid set so far."""
 
     index: int  # 1-based, as in logs and folder names
@@ -100,23 +111,9 @@ class StageRecord:
     epoch_checks: list[dict] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    def write(self, path: Path) -> None:
-        write_json_atomic(path, self.to_json())
-
-    @classmethod
-    def read(cls, path: Path) -> StageRecord:
-        return cls.from_json(_read_json(path), path)
-
-    @classmethod
-    def from_json(cls, data: Any, source: Path | str) -> StageRecord:
-        return _from_json(cls, data, source)
-
 
 @dataclass
-class RunResults:
+class RunResults(_Record):
     """results.json: the run's finished stages and its accuracy matrix (rows: after stage i,
     columns: every stage's set; None where a set is not scored)."""
 
@@ -135,19 +132,12 @@ class RunResults:
                    {"rows": "after stage i", "columns": set_names, "values": matrix},
                    finished=len(stages) == len(set_names))  # fmt: skip
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    def write(self, path: Path) -> None:
-        write_json_atomic(path, self.to_json())
-
     @classmethod
-    def read(cls, path: Path) -> RunResults:
-        data = _read_json(path)
-        results = _from_json(cls, data, path)
+    def from_json(cls, data: Any, source: Path | str) -> RunResults:
+        results = _from_json(cls, data, source)
         if not isinstance(results.stages, list):
-            raise FactmemError(f"{path}: `stages` is not a list")
-        results.stages = [StageRecord.from_json(s, f"{path}: stages[{i}]")
+            raise FactmemError(f"{source}: `stages` is not a list")
+        results.stages = [StageRecord.from_json(s, f"{source}: stages[{i}]")
                           for i, s in enumerate(results.stages)]  # fmt: skip
         return results
 

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from factmem.config.schema import (
-    EvaluationConfig,
-    ExperimentConfig,
-    LoraSettings,
-    MixingConfig,
-    RegularizerConfig,
-    ReplayConfig,
-    StageConfig,
-    StopRule,
-    TrainingConfig,
-)
+from factmem.config import schema
 from factmem.markdown import markdown_table
 
 
@@ -25,15 +15,15 @@ def describe_fields() -> str:
         "`src/factmem/config/schema.py`, where each field is defined.\n"
     ]
     for title, model in [
-        ("experiment (top level)", ExperimentConfig),
-        ("stages[i]", StageConfig),
-        ("stages[i].stop", StopRule),
-        ("stages[i].mixing", MixingConfig),
-        ("stages[i].replay", ReplayConfig),
-        ("stages[i].regularizer", RegularizerConfig),
-        ("stages[i].lora", LoraSettings),
-        ("training / stages[i].training", TrainingConfig),
-        ("evaluation", EvaluationConfig),
+        ("experiment (top level)", schema.ExperimentConfig),
+        ("stages[i]", schema.StageConfig),
+        ("stages[i].stop", schema.StopRule),
+        ("stages[i].mixing", schema.MixingConfig),
+        ("stages[i].replay", schema.ReplayConfig),
+        ("stages[i].regularizer", schema.RegularizerConfig),
+        ("stages[i].lora", schema.LoraSettings),
+        ("training / stages[i].training", schema.TrainingConfig),
+        ("evaluation", schema.EvaluationConfig),
     ]:
         rows = []
         for name, info in model.model_fields.items():
