@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,7 +18,9 @@ def crash_point(path: Path | str) -> None:
     FACTMEM_CRASH_LOG=FILE: every write passing here appends its path to FILE.
     FACTMEM_CRASH_AT=TEXT: the first write whose path contains TEXT kills this process with
     SIGKILL, halfway through (a file half written, a folder filled but not yet renamed).
-    Neither is set outside those tests; then this costs one dictionary lookup.
+    FACTMEM_PAUSE_AT=TEXT:SECONDS: such a write sleeps instead, so that a second process
+    deterministically meets this one mid-stage (tests/test_concurrency.py).
+    None is set outside those tests; then this costs a few dictionary lookups.
     """
     trace = os.environ.get("FACTMEM_CRASH_LOG")
     if trace:
@@ -26,6 +29,11 @@ def crash_point(path: Path | str) -> None:
     target = os.environ.get("FACTMEM_CRASH_AT")
     if target and target in str(path):
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get("FACTMEM_PAUSE_AT")
+    if pause:
+        text, _, seconds = pause.rpartition(":")
+        if text and text in str(path):
+            time.sleep(float(seconds))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
