@@ -16,12 +16,12 @@ def test_two_runs_of_one_config_on_one_folder_train_each_stage_once(tiny_model_d
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     command = [sys.executable, "-m", "factmem.cli", "run", str(path)]
-    # the first process holds stage 1's lock for 20 s while it writes its training data, so
-    # the second (started at once; it needs a few seconds to import) meets it mid-stage
-    # whatever the machine's speed
+    # whichever process takes stage 1's lock first holds it for 20 s while it writes the
+    # stage's training data, so the other (it needs a few seconds to import) meets it
+    # mid-stage whatever the machine's speed; the other then skips, writing no data
     paused = os.environ | {"FACTMEM_PAUSE_AT": "stage1/data.jsonl:20"}
     first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=paused)
-    second = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=paused)
     logs = [p.communicate(timeout=600)[1] for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], logs
     for stage in (1, 2):
