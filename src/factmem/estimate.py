@@ -119,19 +119,18 @@ def stage_costs(config: ExperimentConfig, tokenizer, run: str = "") -> list[Stag
     costs, sets = [], []
     for index, stage in enumerate(config.stages):
         size = stage.size
-        examples = _sample(stage.dataset, min(size or 64, 64), config.seed, stage.path,
-                           json.dumps(stage.options, sort_keys=True))  # fmt: skip
+        options = json.dumps(stage.options, sort_keys=True)  # one cache key per option set
+        examples = _sample(stage.dataset, min(size or 64, 64), config.seed, stage.path, options)
         count = size if size is not None else len(_sample(
-            stage.dataset, None, config.seed, stage.path, json.dumps(stage.options)))  # fmt: skip
-        sets.append((count, examples))
+            stage.dataset, None, config.seed, stage.path, options))  # fmt: skip
+        mean, longest = _mean_tokens(tokenizer, examples)
+        sets.append((count, mean, longest))  # counted once; later stages replay from it
         if not stage.train:
             continue
-        mean, longest = _mean_tokens(tokenizer, examples)
         tokens, n = mean * count, count
         if stage.replay is not None:
-            for earlier_count, earlier in sets[:index]:
+            for earlier_count, earlier_mean, earlier_longest in sets[:index]:
                 k = replay_count(earlier_count, stage.replay.fraction)
-                earlier_mean, earlier_longest = _mean_tokens(tokenizer, earlier)
                 tokens, n = tokens + k * earlier_mean, n + k
                 longest = max(longest, earlier_longest)
         if stage.mixing is not None:
