@@ -199,14 +199,17 @@ def test_a_run_name_cannot_leave_the_output_folder(name, tmp_path, capsys):
     assert not (tmp_path / "escape").exists() and not (tmp_path / "out").exists()
 
 
-def test_a_weight_penalty_under_fsdp_is_refused_before_training(tmp_path):
+def test_an_adapter_penalty_under_fsdp_is_refused_before_training(tmp_path):
+    """l2 on a LoRA stage needs whole adapter matrices, which FSDP shards; without LoRA the
+    penalty works under FSDP (tests/test_distributed.py)."""
     from factmem.testing import tiny_config_data
 
     data = tiny_config_data(tmp_path, tmp_path)
     data["training"]["trainer_args"] = {"fsdp": "full_shard auto_wrap"}
     data["stages"][1]["regularizer"] = {"method": "l2", "strength": 1.0}
-    with pytest.raises(ConfigError, match=r"stages.1.regularizer \(l2\) does not work with "
-                                          r"trainer_args.fsdp"):  # fmt: skip
+    data["stages"][1]["lora"] = {"r": 4}
+    with pytest.raises(ConfigError, match=r"stages.1.regularizer \(l2\) on a LoRA stage does not "
+                                          r"work with trainer_args.fsdp"):  # fmt: skip
         load_config(data)
-    del data["training"]["trainer_args"]
-    assert load_config(data).stages[1].regularizer.method == "l2"  # without FSDP: fine
+    del data["stages"][1]["lora"]
+    assert load_config(data).stages[1].regularizer.method == "l2"  # without LoRA: fine

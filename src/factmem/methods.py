@@ -34,6 +34,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from factmem.atomic import write_dir_atomic
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
+from factmem.distributed import is_main
+from factmem.sharding import flat_shards, local_slice
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,11 @@ class WeightAnchor(Plugin):
                  weights: dict[str, torch.Tensor] | None = None):  # fmt: skip
         self.strength, self.weights = strength, weights
         self.anchor = {n: p.detach().float().clone() for n, p in _trainable(model)}
+        self.shards: list | None = None  # under FSDP: (flat shard, its anchor, its weights)
 
     def step_penalty(self, model: PreTrainedModel) -> torch.Tensor:
+        if self.shards is not None or flat_shards(model):
+            return self._sharded_penalty(model)
         total = torch.zeros((), device=model.device)
         for name, param in _trainable(model):
             diff = (param.float() - self.anchor[name]) ** 2
@@ -64,6 +69,29 @@ class WeightAnchor(Plugin):
                 diff = diff * self.weights[name]
             total = total + diff.sum()
         return self.strength / 2 * total
+
+    def _sharded_penalty(self, model) -> torch.Tensor:
+        """FSDP: each rank holds a slice of the weights, so it adds the penalty's gradient,
+        strength * F * (theta - theta_prev), to its slice of the (already reduced) gradient
+        itself, and the ranks sum their parts of the penalty's value. The whole copies are
+        cut to this rank's slices at the first step, then dropped."""
+        if self.shards is None:
+            self.shards = [
+                (flat, local_slice(flat, pieces, self.anchor),
+                 None if self.weights is None else local_slice(flat, pieces, self.weights))
+                for flat, pieces in flat_shards(model)
+            ]  # fmt: skip
+            self.anchor, self.weights = {}, None
+        total = torch.zeros((), dtype=torch.float32, device=self.shards[0][1].device)
+        with torch.no_grad():
+            for flat, anchor, weights in self.shards:
+                diff = flat.float() - anchor
+                pulled = diff if weights is None else diff * weights
+                total += (pulled * diff).sum()
+                if flat.grad is not None:
+                    flat.grad.add_((self.strength * pulled).to(flat.grad.dtype))
+        torch.distributed.all_reduce(total)
+        return self.strength / 2 * total  # no graph: the trainer only logs it
 
 
 class AdapterAnchor(Plugin):
@@ -171,6 +199,8 @@ def cached_fisher(
         return load_file(str(path), device=str(model.device))
     log.info("EWC: computing the Fisher diagonal on %d examples -> %s", len(examples), path)
     fisher = fisher_diagonal(model, tokenizer, examples)
+    if not is_main():  # every rank of a launch computes it; one writes it
+        return fisher
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({k: v.contiguous().cpu() for k, v in fisher.items()}, str(tmp))

@@ -8,6 +8,7 @@ is rounded to 4 decimals, too coarse for a 1e-4 threshold), and the stop rules.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -36,6 +37,11 @@ from factmem.errors import ConfigError
 from factmem.integrity import checkpoint_problem
 from factmem.methods import Plugin
 from factmem.records import StageOutcome
+from factmem.sharding import (
+    cpu_fsdp_plugin,
+    fsdp_requested,
+    gathered_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,21 @@ class _StageTrainer(Trainer):
         self.plugins = list(plugins)
         self._step_loss = self._step_penalty = self._batch_penalty = 0.0
         self._micro_batches = 0
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        self.fsdp_on_cpu = fsdp_requested() and world_size() > 1 and not self.is_fsdp_enabled
+        if self.fsdp_on_cpu:
+            _fsdp_on_cpu(self)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not self.fsdp_on_cpu:
+            return super().save_model(output_dir, _internal_call)
+        # Trainer's FSDP path gathers with accelerate's get_state_dict, which offloads to
+        # the CPU unconditionally (a segfault on CPUs, see sharding.cpu_fsdp_plugin)
+        state_dict = gathered_state_dict(self.model)
+        if self.args.should_save:
+            self._save(output_dir or self.args.output_dir, state_dict=state_dict)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.plugins:
@@ -96,7 +117,8 @@ class _StageTrainer(Trainer):
             for plugin in self.plugins:
                 penalty = plugin.step_penalty(model)
                 if penalty is not None:
-                    self.accelerator.backward(penalty)
+                    if penalty.requires_grad:  # else the plugin set its gradient itself
+                        self.accelerator.backward(penalty)
                     self._step_penalty += penalty.detach().item()
         return loss
 
@@ -114,6 +136,31 @@ class _StageTrainer(Trainer):
                 logs["penalty"] = step[1].item()
             self._step_loss = self._step_penalty = 0.0
         super().log(logs, *args, **kwargs)
+
+
+def _fsdp_on_cpu(trainer: Trainer) -> None:
+    """Turn on the FSDP that `trainer_args.fsdp` asks for when the ranks are CPU processes.
+
+    accelerate (1.15) enables FSDP only for GPU-like devices and otherwise falls back to DDP
+    without a word, although torch's FSDP runs on CPUs over gloo. So that a CPU launch does
+    what its config says (and the FSDP path can be tested without GPUs), the accelerator's
+    shared state is switched to FSDP here, with the plugin accelerate would build from the
+    same settings (TrainingArguments exported them as FSDP_* variables); the Trainer's and
+    accelerate's own FSDP code then wraps, shards and saves as on GPUs."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    plugin = cpu_fsdp_plugin()
+    for option in ("limit_all_gathers", "activation_checkpointing"):
+        setattr(plugin, option, trainer.args.fsdp_config.get(option, getattr(plugin, option)))
+    # The accelerator's state copies the process state's fields whenever it is built again
+    # (Trainer builds it more than once), so both are switched. The device is "cpu", not
+    # accelerate's "cpu:0", which FSDP finds inconsistent with its compute device.
+    switched = {"distributed_type": DistributedType.FSDP, "device": torch.device("cpu")}
+    PartialState._shared_state.update(switched)
+    trainer.accelerator.state.__dict__.update(switched, fsdp_plugin=plugin)
+    trainer.is_fsdp_enabled = True
+    log.info("FSDP on %d CPU processes (%s)", world_size(), plugin.sharding_strategy)
 
 
 def last_whole_checkpoint(work_dir: Path) -> str | None:
@@ -299,8 +346,20 @@ def train_stage(
     )
     if needs_check and epoch_check is None:
         raise ValueError(f"the stop rule ({rule.describe()}) needs an epoch_check")
+    sharded = fsdp_requested() and world_size() > 1
+    if sharded and (needs_check or probe):
+        raise ConfigError(
+            f"under FSDP the stop rule ({rule.describe()}) or forgetting curves would score "
+            "the weights before they are gathered; use a rule on epochs or the training loss, "
+            "and no evaluation.curve_every_steps"
+        )
+    # FSDP shards the model it trains in place and leaves it sharded: it trains a copy, and
+    # `model` (moved off the accelerator meanwhile) receives the gathered weights afterwards.
+    trained, device = (copy.deepcopy(model), model.device) if sharded else (model, None)
+    if sharded:
+        model.to("cpu")
     trainer = _StageTrainer(
-        model=model,
+        model=trained,
         args=args,
         train_dataset=encoded,
         data_collator=make_collator(tokenizer, cfg.packing, model, cfg.pack_row_tokens),
@@ -317,6 +376,9 @@ def train_stage(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - start
+    if sharded:
+        model.load_state_dict(gathered_state_dict(trainer.model_wrapped))
+        model.to(device)
     history = trainer.state.log_history
     epochs = float(trainer.state.epoch or 0)
     if rule.epochs is not None:

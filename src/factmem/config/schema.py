@@ -444,16 +444,18 @@ class ExperimentConfig(_Strict):
         return stages
 
     @model_validator(mode="after")
-    def _no_weight_penalty_under_fsdp(self) -> ExperimentConfig:
-        """l2 / ewc / lwf keep a full copy of the weights and compare it with the training
-        model's parameters by name; under FSDP those are flat shards with other names, so the
-        pair is refused here rather than failing inside the training loop."""
+    def _no_adapter_penalty_under_fsdp(self) -> ExperimentConfig:
+        """l2 / ewc on a LoRA stage penalise each layer's weight change B @ A, which needs
+        the whole of A and B; under FSDP a rank holds slices of them, so the three together
+        are refused here rather than failing inside the training loop (without LoRA, or
+        with lwf, FSDP works: src/factmem/sharding.py)."""
         for i, stage in enumerate(self.stages):
             fsdp = (self.training.trainer_args | stage.training.get("trainer_args", {})).get("fsdp")
-            if fsdp and stage.regularizer is not None:
-                raise ValueError(f"stages.{i}.regularizer ({stage.regularizer.method}) does not "
-                                 "work with trainer_args.fsdp yet; train that stage without "
-                                 "FSDP (DDP works) or without the regularizer")  # fmt: skip
+            regularizer = stage.regularizer
+            if fsdp and stage.lora and regularizer and regularizer.method in ("l2", "ewc"):
+                raise ValueError(f"stages.{i}.regularizer ({regularizer.method}) on a LoRA stage "
+                                 "does not work with trainer_args.fsdp yet; train that stage "
+                                 "without FSDP (DDP works), without LoRA, or with lwf")  # fmt: skip
         return self
 
     def stage_training(self, index: int) -> TrainingConfig:
