@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from test_grid import _grid_file, _science
 from factmem.grid import load_grid, run_grid
 
 pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")  # installed with Ray
 BIN = Path(sys.executable).parent
 
 
@@ -69,3 +71,63 @@ def test_a_grid_on_an_existing_two_node_cluster(tiny_model_dir, tmp_path):
     assert len(nodes) == 2, nodes  # both nodes trained stages
     shared = json.loads((remote.runs[2].run_dir / "stage1" / "stage.json").read_text())
     assert shared["shared_from"].endswith("no-mixing_seed0/stage1")  # dependency respected
+
+
+def _worker_raylet() -> psutil.Process:
+    """The raylet of the node started with FACTMEM_TEST_NODE=worker in its environment."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] and proc.info["cmdline"][0].endswith("/raylet"):
+            if proc.environ().get("FACTMEM_TEST_NODE") == "worker":
+                return proc
+    raise AssertionError("no worker raylet")
+
+
+def test_a_worker_node_killed_mid_grid_its_stage_runs_again_elsewhere(tiny_model_dir, tmp_path):
+    """The worker node is killed (its raylet and every task process it runs, SIGKILL) while
+    it trains a stage: Ray runs that stage again on the head, where it starts over from the
+    shared runs folder, and the grid ends with the local backend's results."""
+    local = load_grid(_grid_file(tmp_path / "local", tiny_model_dir))
+    run_grid(local, progress=False)
+    port = _free_port()
+    short = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": short,
+                        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    address = f"127.0.0.1:{port}"
+    grid_file = _grid_file(tmp_path / "cluster", tiny_model_dir)
+    try:
+        _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+             "--disable-usage-stats", "--node-ip-address=127.0.0.1", env=env)  # fmt: skip
+        # stages on the worker pause 30 s as they write their training set: the kill lands
+        # inside a stage, not by luck
+        _ray("start", f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+             env=env | {"FACTMEM_TEST_NODE": "worker",
+                        "FACTMEM_PAUSE_AT": "data.jsonl:30"})  # fmt: skip
+        raylet = _worker_raylet()
+        worker_id = next(a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--node_id="))
+        grid = subprocess.Popen(
+            [str(BIN / "factmem"), "grid", grid_file, "--backend", "ray", "--address", address,
+             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        logs = (tmp_path / "cluster").glob("runs/*/*/run.log")
+        deadline = time.time() + 300
+        while not any(f"on Ray node {worker_id}" in f.read_text() for f in logs):
+            assert time.time() < deadline and grid.poll() is None, "no stage reached the worker"
+            time.sleep(0.5)
+            logs = (tmp_path / "cluster").glob("runs/*/*/run.log")
+        for proc in [raylet, *raylet.children(recursive=True)]:
+            proc.kill()
+        out, err = grid.communicate(timeout=900)
+        assert grid.returncode == 0, out[-3000:] + err[-3000:]
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env,
+                       timeout=120)  # fmt: skip
+        shutil.rmtree(short, ignore_errors=True)
+    remote = load_grid(grid_file)
+    assert _science(remote) == _science(local)
+    starts = [line for run in remote.runs for line in run.folder.log.read_text().splitlines()
+              if "on Ray node" in line]  # fmt: skip
+    killed = [line for line in starts if line.endswith(worker_id)]
+    assert killed, starts
+    stage = killed[0].split(" on Ray node")[0].split("INFO factmem.grid: ")[-1]
+    again = [line for line in starts if stage in line and not line.endswith(worker_id)]
+    assert again, starts  # the killed stage ran again, on the head

@@ -491,7 +491,10 @@ def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: flo
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False)  # fmt: skip
-    task = ray.remote(run_stage_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    # A task lost with its node (or its worker process) is run again elsewhere, up to twice;
+    # the stage resumes from its last checkpoint in the shared runs folder. A stage that
+    # raises is not retried: the same error would come back (the rerun of the grid retries).
+    task = ray.remote(run_stage_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=2)
     threads = max(1, int(cpus))
     refs: dict[tuple[int, int], Any] = {}
     skipped = {i for i, run in enumerate(grid.runs) if archived(run, archive)}
