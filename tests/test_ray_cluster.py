@@ -76,9 +76,11 @@ def test_a_grid_on_an_existing_two_node_cluster(tiny_model_dir, tmp_path):
 def _worker_raylet() -> psutil.Process:
     """The raylet of the node started with FACTMEM_TEST_NODE=worker in its environment."""
     for proc in psutil.process_iter(["cmdline"]):
-        if proc.info["cmdline"] and proc.info["cmdline"][0].endswith("/raylet"):
-            if proc.environ().get("FACTMEM_TEST_NODE") == "worker":
-                return proc
+        command = proc.info["cmdline"]
+        if command and command[0].endswith("/raylet") and (
+            proc.environ().get("FACTMEM_TEST_NODE") == "worker"
+        ):
+            return proc
     raise AssertionError("no worker raylet")
 
 
