@@ -165,7 +165,9 @@ def _fsdp_on_cpu(trainer: Trainer) -> None:
 
 def last_whole_checkpoint(work_dir: Path) -> str | None:
     """The newest trainer checkpoint that is whole. Trainer's own choice (the newest folder)
-    fails with a traceback on a save cut short by a kill; such folders are removed."""
+    fails with a traceback on a save cut short by a kill; such folders are removed (by every
+    rank of a multi-process launch at once: each sees the same folders, so whichever removes
+    a file first, all end with the same checkpoint)."""
     while work_dir.is_dir():
         last = get_last_checkpoint(str(work_dir))
         if last is None:
@@ -174,7 +176,7 @@ def last_whole_checkpoint(work_dir: Path) -> str | None:
         if problem is None:
             return last
         log.warning("%s; removing that incomplete checkpoint", problem)
-        shutil.rmtree(last)
+        shutil.rmtree(last, ignore_errors=True)
     return None
 
 
