@@ -25,3 +25,23 @@ def test_the_committed_report_is_rebuilt_from_the_committed_archive(report, tmp_
     for name in committed:
         rebuilt = (tmp_path / "report" / name).read_text()
         assert rebuilt == (REPOSITORY / report / name).read_text(), (report, name)
+
+
+def test_the_docs_tables_are_the_committed_reports_tables(tmp_path, monkeypatch):
+    """README.md and docs/remix-135m.md show the reports' tables as
+    scripts/fill_docs_tables.py copies them: nothing typed or left stale by hand."""
+    import importlib.util
+    import shutil
+
+    script = REPOSITORY / "scripts" / "fill_docs_tables.py"
+    spec = importlib.util.spec_from_file_location("fill_docs_tables", script)
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
+    (tmp_path / "docs").mkdir()
+    for name in ("README.md", "docs/remix-135m.md"):
+        shutil.copy(REPOSITORY / name, tmp_path / name)
+    (tmp_path / "docs" / "results").symlink_to(REPOSITORY / "docs" / "results")
+    monkeypatch.setattr(fill, "ROOT", tmp_path)
+    fill.main()
+    for name in ("README.md", "docs/remix-135m.md"):
+        assert (tmp_path / name).read_text() == (REPOSITORY / name).read_text(), name
