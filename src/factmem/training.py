@@ -357,9 +357,9 @@ def train_stage(
         )
     # FSDP shards the model it trains in place and leaves it sharded: it trains a copy, and
     # `model` (moved off the accelerator meanwhile) receives the gathered weights afterwards.
-    trained, device = (copy.deepcopy(model), model.device) if sharded else (model, None)
-    if sharded:
-        model.to("cpu")
+    trained, device = model, model.device
+    if sharded:  # the copy is made on the CPU: never two whole models on an accelerator
+        trained = copy.deepcopy(model.to("cpu")).to(device)
     trainer = _StageTrainer(
         model=trained,
         args=args,
