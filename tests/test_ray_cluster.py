@@ -12,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,9 +38,11 @@ def _ray(*args: str, env: dict) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-def test_a_grid_on_an_existing_two_node_cluster(tiny_model_dir, tmp_path):
-    local = load_grid(_grid_file(tmp_path / "local", tiny_model_dir))
-    run_grid(local, progress=False)
+@contextmanager
+def _cluster(worker_env: dict | None = None) -> Iterator[tuple[str, dict]]:
+    """A head and a worker node of one CPU each (`ray start`), the worker's environment with
+    `worker_env` added; yields (address, environment for the driver). `ray stop --force`
+    ends it, whatever happened."""
     port = _free_port()
     short = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's sockets need a short path
     # Ray >= 2.5x turns token authentication on for clusters started by hand: every process
@@ -50,17 +54,27 @@ def test_a_grid_on_an_existing_two_node_cluster(tiny_model_dir, tmp_path):
         _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
              "--disable-usage-stats", "--node-ip-address=127.0.0.1", env=env)  # fmt: skip
         _ray("start", f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-             env=env)  # fmt: skip
-        grid_file = _grid_file(tmp_path / "cluster", tiny_model_dir)
-        ran = subprocess.run(
-            [str(BIN / "factmem"), "grid", grid_file, "--backend", "ray", "--address", address,
-             "--quiet"], capture_output=True, text=True, env=env, timeout=900,
-        )  # fmt: skip
-        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+             env=env | (worker_env or {}))  # fmt: skip
+        yield address, env
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env,
                        timeout=120)  # fmt: skip
         shutil.rmtree(short, ignore_errors=True)
+
+
+def _grid_command(grid_file, address: str) -> list[str]:
+    return [str(BIN / "factmem"), "grid", str(grid_file), "--backend", "ray", "--address",
+            address, "--quiet"]  # fmt: skip
+
+
+def test_a_grid_on_an_existing_two_node_cluster(tiny_model_dir, tmp_path):
+    local = load_grid(_grid_file(tmp_path / "local", tiny_model_dir))
+    run_grid(local, progress=False)
+    grid_file = _grid_file(tmp_path / "cluster", tiny_model_dir)
+    with _cluster() as (address, env):
+        ran = subprocess.run(_grid_command(grid_file, address), capture_output=True, text=True,
+                             env=env, timeout=900)  # fmt: skip
+        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     remote = load_grid(grid_file)
     assert _science(remote) == _science(local)
     nodes = set()
@@ -90,40 +104,25 @@ def test_a_worker_node_killed_mid_grid_its_stage_runs_again_elsewhere(tiny_model
     shared runs folder, and the grid ends with the local backend's results."""
     local = load_grid(_grid_file(tmp_path / "local", tiny_model_dir))
     run_grid(local, progress=False)
-    port = _free_port()
-    short = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": short,
-                        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    address = f"127.0.0.1:{port}"
     grid_file = _grid_file(tmp_path / "cluster", tiny_model_dir)
-    try:
-        _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-             "--disable-usage-stats", "--node-ip-address=127.0.0.1", env=env)  # fmt: skip
-        # stages on the worker pause 30 s as they write their training set: the kill lands
-        # inside a stage, not by luck
-        _ray("start", f"--address={address}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-             env=env | {"FACTMEM_TEST_NODE": "worker",
-                        "FACTMEM_PAUSE_AT": "data.jsonl:30"})  # fmt: skip
+    # stages on the worker pause 30 s as they write their training set: the kill lands
+    # inside a stage, not by luck
+    with _cluster({"FACTMEM_TEST_NODE": "worker", "FACTMEM_PAUSE_AT": "data.jsonl:30"}) as (
+        address, env
+    ):
         raylet = _worker_raylet()
         worker_id = next(a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--node_id="))
-        grid = subprocess.Popen(
-            [str(BIN / "factmem"), "grid", grid_file, "--backend", "ray", "--address", address,
-             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        logs = (tmp_path / "cluster").glob("runs/*/*/run.log")
+        grid = subprocess.Popen(_grid_command(grid_file, address), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         deadline = time.time() + 300
-        while not any(f"on Ray node {worker_id}" in f.read_text() for f in logs):
+        while not any(f"on Ray node {worker_id}" in f.read_text()
+                      for f in (tmp_path / "cluster").glob("runs/*/*/run.log")):  # fmt: skip
             assert time.time() < deadline and grid.poll() is None, "no stage reached the worker"
             time.sleep(0.5)
-            logs = (tmp_path / "cluster").glob("runs/*/*/run.log")
         for proc in [raylet, *raylet.children(recursive=True)]:
             proc.kill()
         out, err = grid.communicate(timeout=900)
         assert grid.returncode == 0, out[-3000:] + err[-3000:]
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env,
-                       timeout=120)  # fmt: skip
-        shutil.rmtree(short, ignore_errors=True)
     remote = load_grid(grid_file)
     assert _science(remote) == _science(local)
     starts = [line for run in remote.runs for line in run.folder.log.read_text().splitlines()

@@ -87,25 +87,17 @@ def cpu_fsdp_plugin():
     from accelerate.utils import FullyShardedDataParallelPlugin
     from torch.distributed.fsdp import StateDictType
 
+    def kept_in_place(name: str, full_config: type) -> property:
+        def get(plugin):
+            if plugin.state_dict_type == StateDictType.FULL_STATE_DICT:
+                return full_config(offload_to_cpu=False, rank0_only=True)
+            return getattr(plugin, f"_{name}")
+
+        return property(get, lambda plugin, value: setattr(plugin, f"_{name}", value))
+
     class CpuPlugin(FullyShardedDataParallelPlugin):
-        @property
-        def state_dict_config(self):
-            if self.state_dict_type == StateDictType.FULL_STATE_DICT:
-                return FullStateDictConfig(offload_to_cpu=False, rank0_only=True)
-            return self._state_dict_config
-
-        @state_dict_config.setter
-        def state_dict_config(self, value) -> None:
-            self._state_dict_config = value
-
-        @property
-        def optim_state_dict_config(self):
-            if self.state_dict_type == StateDictType.FULL_STATE_DICT:
-                return FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=True)
-            return self._optim_state_dict_config
-
-        @optim_state_dict_config.setter
-        def optim_state_dict_config(self, value) -> None:
-            self._optim_state_dict_config = value
+        state_dict_config = kept_in_place("state_dict_config", FullStateDictConfig)
+        optim_state_dict_config = kept_in_place("optim_state_dict_config",
+                                                FullOptimStateDictConfig)  # fmt: skip
 
     return CpuPlugin()
