@@ -60,8 +60,10 @@ class WeightAnchor(Plugin):
         self.shards: list | None = None  # under FSDP: (flat shard, its anchor, its weights)
 
     def step_penalty(self, model: PreTrainedModel) -> torch.Tensor:
-        if self.shards is not None or flat_shards(model):
-            return self._sharded_penalty(model)
+        if self.shards is None:  # the first step: is the training model sharded?
+            self.shards = self._cut_to_shards(model)
+        if self.shards:
+            return self._sharded_penalty()
         total = torch.zeros((), device=model.device)
         for name, param in _trainable(model):
             diff = (param.float() - self.anchor[name]) ** 2
@@ -70,18 +72,21 @@ class WeightAnchor(Plugin):
             total = total + diff.sum()
         return self.strength / 2 * total
 
-    def _sharded_penalty(self, model) -> torch.Tensor:
+    def _cut_to_shards(self, model) -> list:
+        """Under FSDP, the whole copies cut to this rank's slices (then dropped); else []."""
+        shards = [
+            (flat, local_slice(flat, pieces, self.anchor),
+             None if self.weights is None else local_slice(flat, pieces, self.weights))
+            for flat, pieces in flat_shards(model)
+        ]  # fmt: skip
+        if shards:
+            self.anchor, self.weights = {}, None
+        return shards
+
+    def _sharded_penalty(self) -> torch.Tensor:
         """FSDP: each rank holds a slice of the weights, so it adds the penalty's gradient,
         strength * F * (theta - theta_prev), to its slice of the (already reduced) gradient
-        itself, and the ranks sum their parts of the penalty's value. The whole copies are
-        cut to this rank's slices at the first step, then dropped."""
-        if self.shards is None:
-            self.shards = [
-                (flat, local_slice(flat, pieces, self.anchor),
-                 None if self.weights is None else local_slice(flat, pieces, self.weights))
-                for flat, pieces in flat_shards(model)
-            ]  # fmt: skip
-            self.anchor, self.weights = {}, None
+        itself, and the ranks sum their parts of the penalty's value."""
         total = torch.zeros((), dtype=torch.float32, device=self.shards[0][1].device)
         with torch.no_grad():
             for flat, anchor, weights in self.shards:

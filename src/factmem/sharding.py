@@ -19,6 +19,8 @@ import os
 import torch
 from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig
 
+from factmem.distributed import world_size
+
 _WRAPPERS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
@@ -59,10 +61,12 @@ def _unwrapped(name: str) -> str:
     return name.removesuffix("_fsdp_wrapped_module").rstrip(".")
 
 
-def fsdp_requested() -> bool:
-    """Whether this launch trains with FSDP: `trainer_args.fsdp` (TrainingArguments exports
-    it) or `accelerate launch --config_file` with an FSDP config both set this variable."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+def fsdp_launch() -> bool:
+    """Whether this launch shards its stages with FSDP over several processes:
+    `trainer_args.fsdp` (TrainingArguments exports it) or `accelerate launch --config_file`
+    with an FSDP config both set ACCELERATE_USE_FSDP."""
+    requested = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return requested and world_size() > 1
 
 
 def gathered_state_dict(wrapped: torch.nn.Module) -> dict[str, torch.Tensor]:

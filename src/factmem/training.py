@@ -39,7 +39,7 @@ from factmem.methods import Plugin
 from factmem.records import StageOutcome
 from factmem.sharding import (
     cpu_fsdp_plugin,
-    fsdp_requested,
+    fsdp_launch,
     gathered_state_dict,
 )
 
@@ -73,7 +73,7 @@ class _StageTrainer(Trainer):
 
     def create_accelerator_and_postprocess(self):
         super().create_accelerator_and_postprocess()
-        self.fsdp_on_cpu = fsdp_requested() and world_size() > 1 and not self.is_fsdp_enabled
+        self.fsdp_on_cpu = fsdp_launch() and not self.is_fsdp_enabled
         if self.fsdp_on_cpu:
             _fsdp_on_cpu(self)
 
@@ -348,7 +348,7 @@ def train_stage(
     )
     if needs_check and epoch_check is None:
         raise ValueError(f"the stop rule ({rule.describe()}) needs an epoch_check")
-    sharded = fsdp_requested() and world_size() > 1
+    sharded = fsdp_launch()
     if sharded and (needs_check or probe):
         raise ConfigError(
             f"under FSDP the stop rule ({rule.describe()}) or forgetting curves would score "
