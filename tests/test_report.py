@@ -138,12 +138,14 @@ def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, caps
 
 
 def _write_paired_run(root: Path, name: str, seed: int, kept: list[int], strategy: str,
-                     stage2=None, facts: int = 20) -> None:
-    """A finished KVR run whose final predictions keep exactly the facts `kept`."""
+                     stage2=None, facts: int = 20, reverse: bool = False) -> None:
+    """A finished KVR run whose final predictions keep exactly the facts `kept` (written in
+    reverse order with `reverse`: facts are paired by identity, never by position)."""
     config = _config(name, seed, stage2=stage2, tags={"strategy": strategy, "seed": str(seed)})
     _write_run(root, config, [1.0, len(kept) / facts])
     rows = [{"prompt": f"seed {seed} fact {i}", "gold": "x", "answers": ["x"], "output": "x",
              "correct": i in kept, "method": "generated"} for i in range(facts)]  # fmt: skip
+    rows = rows[::-1] if reverse else rows
     predictions = root / name / "stage2" / "predictions" / "D_A.jsonl"
     predictions.parent.mkdir(parents=True)
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -161,7 +163,7 @@ def paired_dir(tmp_path) -> Path:
         _write_paired_run(root, f"replay-s{seed}", seed, [*range(9), 10], "Replay 0.1",
                           stage2={"replay": {"fraction": 0.1}})  # fmt: skip
         _write_paired_run(root, f"generic-s{seed}", seed, list(range(5)),
-                          "-/Generic (state_union)", stage2=generic)  # fmt: skip
+                          "-/Generic (state_union)", stage2=generic, reverse=True)  # fmt: skip
     return root
 
 
@@ -261,6 +263,28 @@ def test_html_page_renders_every_figure_and_table_in_chromium(runs_dir, tmp_path
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'data-([\w-]+)="(\d+)"', body))
     assert attrs == {"figures": "4", "figures-loaded": "4", "tables": "5"}
+
+
+def test_a_replay_row_is_compared_with_the_replay_tables_own_baseline(paired_dir, tmp_path):
+    """The paper's Table 4 has no "No Mixing" row: its baseline is "Replay 0.0". A strategy
+    whose table has no baseline cell gets no paper change, and says so, not "no change"."""
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"tables": [
+        {"id": "table2", "model": "Llama-3-8B", "cells": [
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "No Mixing", "value": 20.0}]},
+        {"id": "table4", "model": "Llama-3-8B", "cells": [
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Replay 0.0", "value": 26.0},
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Replay 0.1", "value": 80.0}]},
+        {"id": "table9", "model": "Llama-3-8B", "cells": [
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Random/-", "value": 60.0}]},
+    ]}))  # fmt: skip
+    from factmem.report import load_paper_numbers
+
+    both = paper_vs_ours(collect_runs(paired_dir), load_paper_numbers(paper)).set_index("strategy")
+    assert both.loc["Replay 0.1", "paper table"] == "table4"
+    assert both.loc["Replay 0.1", "paper Δ"] == "+54.0"  # 80 - 26, Table 4's own baseline
+    assert both.loc["Random/-", "paper Δ"] == ""
+    assert both.loc["Random/-", "verdict"] == "ours higher; paper Δ unknown"
 
 
 def test_the_paper_change_is_taken_within_one_table(paired_dir, tmp_path):

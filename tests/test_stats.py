@@ -47,6 +47,21 @@ def test_interval_covers_zero_for_a_small_mixed_difference():
     assert result.verdict == "not established"
 
 
+def test_a_bootstrap_interval_above_zero_is_not_enough_when_mcnemar_disagrees():
+    # 5 of 32 facts kept only by the strategy, none only by the baseline. A resample misses
+    # all 5 with probability (27/32)^32 = 0.004 < 0.025, so the interval lies above 0; but
+    # McNemar's exact p = 2 * 0.5^5 = 0.0625: the direction is not established.
+    strategy = [True] * 5 + [False] * 27
+    baseline = [False] * 32
+    result = paired_difference([(strategy, baseline)])
+    assert result.low > 0
+    assert math.isclose(result.p_value, 2 * 0.5**5)
+    assert result.verdict == "not established"
+    # one more such fact: p = 2 * 0.5^6 = 0.031 < 0.05, and the interval still excludes 0
+    result = paired_difference([([True] * 6 + [False] * 26, baseline)])
+    assert result.low > 0 and result.verdict == "higher"
+
+
 def test_bootstrap_resamples_within_seeds():
     # Seed 0: the strategy wins every fact; seed 1: they tie on every fact. Resampling within
     # seeds keeps each seed's size, so every resample gives exactly 50 points.

@@ -289,6 +289,9 @@ def load_paper_numbers(path: Path) -> pd.DataFrame:
 
 
 BASELINE = "No Mixing"
+# The paper's own no-mixing row in each table: Table 4 (replay) ran a separate one and
+# names it "Replay 0.0" (its cells differ slightly from Table 2's No Mixing).
+PAPER_BASELINES = (BASELINE, "Replay 0.0")
 
 
 def paired_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -346,7 +349,8 @@ def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
 def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Every cell both have: the paper's number and its change from No Mixing, ours (mean ±
     std over seeds) and our paired change with its interval, and a verdict on the direction:
-    agrees / disagrees where our interval excludes 0, else not established.
+    agrees / disagrees where our difference is established (stats.PairedDifference.verdict),
+    else not established.
 
     A strategy label may carry a variant in parentheses (`-/Generic (state_union)`): it is
     compared with the paper's `-/Generic`."""
@@ -355,7 +359,8 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     )
     paired = paired_rows(runs)
     paired = paired.set_index(["d_a", "d_b", "strategy"]) if not paired.empty else None
-    base_paper = paper[paper["strategy"] == BASELINE].drop_duplicates(["table", "d_a", "d_b"])
+    base_paper = paper[paper["strategy"].isin(PAPER_BASELINES)]
+    base_paper = base_paper.drop_duplicates(["table", "d_a", "d_b"])
     base_paper = base_paper.set_index(["table", "d_a", "d_b"])["value"]
     rows = []
     for (d_a, d_b, strategy, paper_strategy), part in runs.groupby(
@@ -396,7 +401,9 @@ def _direction_verdict(paper_delta: str, ours: str) -> str:
     """Does our established direction match the paper's change from No Mixing?"""
     if ours == "not established":
         return "not established"
-    if not paper_delta or float(paper_delta) == 0:
+    if not paper_delta:  # the paper's table has no baseline cell to compare with
+        return f"ours {ours}; paper Δ unknown"
+    if float(paper_delta) == 0:
         return f"ours {ours}; paper: no change"
     paper_higher = float(paper_delta) > 0
     return "agrees" if paper_higher == (ours == "higher") else "disagrees"
