@@ -180,6 +180,14 @@ def test_paired_differences_against_no_mixing(paired_dir):
     assert rows.loc["-/Generic (state_union)", "verdict"] == "lower"
 
 
+def test_two_runs_of_one_cell_and_seed_are_refused_not_pooled(paired_dir, capsys):
+    _write_paired_run(paired_dir, "random-s0-rerun", 0, list(range(15)), "Random/-")
+    with pytest.raises(FactmemError, match=r"random-s0 and .*random-s0-rerun are the same cell"):
+        collect_runs(paired_dir)
+    assert main(["report", str(paired_dir)]) == 2
+    assert "tell them apart with a grid axis" in capsys.readouterr().err
+
+
 def test_each_seed_is_shown_beside_its_no_mixing_twin(paired_dir):
     from factmem.report import per_seed_table
 

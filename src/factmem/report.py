@@ -60,7 +60,23 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
     if not rows:
         where = ", ".join(str(d) for d in dirs)
         raise FactmemError(f"no finished runs (results.json with finished: true) under {where}")
-    return pd.DataFrame(rows)
+    return _one_run_per_cell_and_seed(pd.DataFrame(rows))
+
+
+def _one_run_per_cell_and_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Two different runs of one cell and seed (e.g. a grid and a rerun of it with another
+    setting the tags do not name) would be pooled as if they were more seeds, and paired
+    with one No Mixing twin at random: refuse rather than print such numbers."""
+    cell = ["d_a", "d_b", "strategy", "variant", "seed"]
+    clash = runs[runs.duplicated(cell, keep=False)]
+    if not clash.empty:
+        first = clash.groupby(cell, sort=False)["run"].apply(list).iloc[0]
+        raise FactmemError(
+            f"{first[0]} and {first[1]} are the same cell and seed "
+            f"({', '.join(f'{k}={clash.iloc[0][k]}' for k in cell)}): report their folders "
+            "separately, or tell them apart with a grid axis (a tag)"
+        )
+    return runs
 
 
 def final_verdicts(run_dir: Path, stage: int, set_name: str) -> dict[str, bool]:
