@@ -188,6 +188,17 @@ def test_two_runs_of_one_cell_and_seed_are_refused_not_pooled(paired_dir, capsys
     assert "tell them apart with a grid axis" in capsys.readouterr().err
 
 
+def test_a_run_without_a_no_mixing_twin_is_counted_in_the_paired_table(paired_dir):
+    from factmem.report import paired_table
+
+    assert "left out" not in " ".join(paired_table(collect_runs(paired_dir)).columns)
+    _write_paired_run(paired_dir, "random-s7", 7, list(range(20)), "Random/-")
+    table = paired_table(collect_runs(paired_dir))
+    left_out = table["left out (no No Mixing twin with the same facts)"]
+    assert left_out.loc[("kvr", "kvr_id", "Random/-")] == 1
+    assert table.loc[("kvr", "kvr_id", "Random/-"), "seeds"] == 3
+
+
 def test_each_seed_is_shown_beside_its_no_mixing_twin(paired_dir):
     from factmem.report import per_seed_table
 

@@ -359,6 +359,8 @@ def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
         "p (McNemar)": rows["p (McNemar)"].map(lambda p: f"{p:.3g}"),
         "verdict": rows["verdict"],
     })  # fmt: skip
+    if rows["unpaired seeds"].any():  # runs left out of the comparison are shown, not hidden
+        out["left out (no No Mixing twin with the same facts)"] = rows["unpaired seeds"]
     return out.set_index(["D_A", "D_B", "strategy"])
 
 
