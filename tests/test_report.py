@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -284,22 +285,27 @@ def test_html_page_renders_every_figure_and_table_in_chromium(runs_dir, tmp_path
     assert attrs == {"figures": "4", "figures-loaded": "4", "tables": "5"}
 
 
+def _versus_paper(runs: Path, tmp_path: Path, tables: dict) -> pd.DataFrame:
+    """paper_vs_ours of `runs` against a paper file of KVR -> unseen KVR cells,
+    `{table id: (model, {strategy: value})}`, indexed by strategy."""
+    from factmem.report import load_paper_numbers
+
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"tables": [
+        {"id": table, "model": model, "cells": [
+            {"d_a": "kvr", "d_b": "kvr_id", "strategy": s, "value": v} for s, v in cells.items()]}
+        for table, (model, cells) in tables.items()]}))  # fmt: skip
+    return paper_vs_ours(collect_runs(runs), load_paper_numbers(paper)).set_index("strategy")
+
+
 def test_a_replay_row_is_compared_with_the_replay_tables_own_baseline(paired_dir, tmp_path):
     """The paper's Table 4 has no "No Mixing" row: its baseline is "Replay 0.0". A strategy
     whose table has no baseline cell gets no paper change, and says so, not "no change"."""
-    paper = tmp_path / "paper.yaml"
-    paper.write_text(yaml.safe_dump({"tables": [
-        {"id": "table2", "model": "Llama-3-8B", "cells": [
-            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "No Mixing", "value": 20.0}]},
-        {"id": "table4", "model": "Llama-3-8B", "cells": [
-            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Replay 0.0", "value": 26.0},
-            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Replay 0.1", "value": 80.0}]},
-        {"id": "table9", "model": "Llama-3-8B", "cells": [
-            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Random/-", "value": 60.0}]},
-    ]}))  # fmt: skip
-    from factmem.report import load_paper_numbers
-
-    both = paper_vs_ours(collect_runs(paired_dir), load_paper_numbers(paper)).set_index("strategy")
+    both = _versus_paper(paired_dir, tmp_path, {
+        "table2": ("Llama-3-8B", {"No Mixing": 20.0}),
+        "table4": ("Llama-3-8B", {"Replay 0.0": 26.0, "Replay 0.1": 80.0}),
+        "table9": ("Llama-3-8B", {"Random/-": 60.0}),
+    })  # fmt: skip
     assert both.loc["Replay 0.1", "paper table"] == "table4"
     assert both.loc["Replay 0.1", "paper Δ"] == "+54.0"  # 80 - 26, Table 4's own baseline
     assert both.loc["Random/-", "paper Δ"] == ""
@@ -309,17 +315,10 @@ def test_a_replay_row_is_compared_with_the_replay_tables_own_baseline(paired_dir
 def test_the_paper_change_is_taken_within_one_table(paired_dir, tmp_path):
     """A cell missing from the main table is taken from another model's table, and its change
     from No Mixing from that same table, never across models."""
-    paper = tmp_path / "paper.yaml"
-    paper.write_text(yaml.safe_dump({"tables": [
-        {"id": "main", "model": "Llama-3-8B", "cells": [
-            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "No Mixing", "value": 20.0}]},
-        {"id": "other", "model": "Mistral-7B", "cells": [
-            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "No Mixing", "value": 70.0},
-            {"d_a": "kvr", "d_b": "kvr_id", "strategy": "Random/-", "value": 60.0}]},
-    ]}))  # fmt: skip
-    from factmem.report import load_paper_numbers
-
-    both = paper_vs_ours(collect_runs(paired_dir), load_paper_numbers(paper)).set_index("strategy")
+    both = _versus_paper(paired_dir, tmp_path, {
+        "main": ("Llama-3-8B", {"No Mixing": 20.0}),
+        "other": ("Mistral-7B", {"No Mixing": 70.0, "Random/-": 60.0}),
+    })  # fmt: skip
     assert both.loc["No Mixing", "paper model"] == "Llama-3-8B"
     assert both.loc["Random/-", "paper model"] == "Mistral-7B"
     assert both.loc["Random/-", "paper Δ"] == "-10.0"  # 60 - 70 (Mistral), not 60 - 20
