@@ -129,6 +129,17 @@ def test_overlap_is_reported_or_dropped(tmp_path):
     assert not any("Shakespeare" in e.response for e in dropped)
 
 
+def test_a_mixture_that_cannot_be_built_is_an_error_not_a_hang():
+    # ratio x facts rounds to 0: nothing to mix (this used to loop over the endless words)
+    with pytest.raises(DataError, match=r"mixing.ratio=0.01 x 32 examples rounds to 0"):
+        build_mixing(MixingConfig(source="random_words", ratio=0.01), 32, "s", "unused", FACTS)
+    # an answer that is a word of the fixed prompt flags every random sequence
+    facts = [Example("What do you do with a partial passage?", "Complete")]
+    drop = MixingConfig(source="random_words", words=6, overlap="drop")
+    with pytest.raises(DataError, match=r"only 0 of the 2 .* overlap the factoids.*complete"):
+        build_mixing(drop, 1, "s", "unused", facts)
+
+
 def _two_stage(tmp_path, **stage2):
     return load_config(
         {

@@ -80,7 +80,8 @@ def random_word_stream(seed: int | str, cfg: MixingConfig) -> Iterator[Example]:
     """Endless seeded sequences of `cfg.words` uniformly drawn words, as chat pairs.
 
     format=continue (default): PASSAGE_PROMPT + the first half of the sequence -> the second
-    half, the shape of the generic passages, so Random and Generic differ only in content.
+    half, the layout of the generic passages (note: `words` is the whole sequence, so
+    words=10 gives 5 -> 5 words, where generic prefix/continuation 10 gives 10 -> 10).
     format=memorize: MEMORIZE_PROMPT -> the whole sequence.
     """
     words = word_list(cfg.word_list)
@@ -322,10 +323,17 @@ def factoid_index(factoids: Iterable[Example], n: int) -> tuple[set[str], set[tu
 def build_mixing(
     cfg: MixingConfig, n_factoids: int, seed: int | str, model: str, factoids: Iterable[Example]
 ) -> tuple[list[Example], dict]:
-    """The stage's mixing examples (exactly round(ratio * n_factoids)) and a report."""
+    """The stage's mixing examples (exactly mixing_count: ratio x n_factoids, halves rounded
+    up) and a report."""
     count = mixing_count(n_factoids, cfg.ratio)
+    if count == 0:
+        raise DataError(f"mixing.ratio={cfg.ratio} x {n_factoids} examples rounds to 0 mixing "
+                        "examples: raise mixing.ratio, or leave mixing out of this stage")  # fmt: skip
     stream = (
-        random_word_stream(seed, cfg) if cfg.source == "random_words"
+        # random words never run out: look at a bounded number, so that an overlap filter
+        # that rejects nearly everything stops with an error instead of looping forever
+        itertools.islice(random_word_stream(seed, cfg), 100 * count + 1000)
+        if cfg.source == "random_words"
         else generic_stream(count, seed, cfg, model)
     )  # fmt: skip
     chosen: list[Example] = []
@@ -344,7 +352,10 @@ def build_mixing(
             if len(chosen) == count:
                 break
     if len(chosen) < count:
-        raise DataError(f"mixing: only {len(chosen)} of the {count} examples needed are usable")
+        why = f" (the rest overlap the factoids, e.g. {flagged[0]['why']})" if flagged else ""
+        raise DataError(
+            f"mixing: only {len(chosen)} of the {count} examples needed are usable{why}"
+        )
     report = {
         "source": cfg.source if cfg.source == "random_words" else f"generic:{cfg.corpus}",
         "ratio": cfg.ratio,

@@ -183,7 +183,8 @@ class MixingConfig(_Strict):
     word_list: str | None = Field(
         None,
         description="random_words: a word-per-line file or NLTK's words.zip. Default: the "
-        "`english-words` package's web2 (Webster's 2nd, the list NLTK `words` holds).",
+        "`english-words` package's web2 (Webster's 2nd, 235,970 words; NLTK's `words/en` is "
+        "made from it and differs by ~90 entries: give NLTK's words.zip to use it exactly).",
     )
     corpus: Literal["model", "local", "knowledge_pile", "arxiv_pile", "fineweb"] = Field(
         "model",
