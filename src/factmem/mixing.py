@@ -327,8 +327,10 @@ def build_mixing(
     up) and a report."""
     count = mixing_count(n_factoids, cfg.ratio)
     if count == 0:
-        raise DataError(f"mixing.ratio={cfg.ratio} x {n_factoids} examples rounds to 0 mixing "
-                        "examples: raise mixing.ratio, or leave mixing out of this stage")  # fmt: skip
+        raise DataError(
+            f"mixing.ratio={cfg.ratio} x {n_factoids} examples rounds to 0 mixing examples: "
+            "raise mixing.ratio, or leave mixing out of this stage"
+        )
     stream = (
         # random words never run out: look at a bounded number, so that an overlap filter
         # that rejects nearly everything stops with an error instead of looping forever
