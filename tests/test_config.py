@@ -85,6 +85,16 @@ def test_overrides(tmp_path):
             "stop: {epochs: 2, loss_below: 0.1}\n  - dataset: kvr_id",
             r"stages.0.stop: give exactly one of",
         ),
+        (  # a zero margin would trust exact ties, which topk and greedy argmax break apart
+            "name: t\n",
+            "name: t\nevaluation: {tie_margin: 0}\n",
+            r"c.yaml:2: evaluation.tie_margin: Input should be greater than 0",
+        ),
+        (
+            "name: t\n",
+            "name: t\nevaluation: {fast_path: true, bf16: true}\n",
+            r"c.yaml:2: evaluation: fast_path: true needs fp32 evaluation",
+        ),
     ],
 )
 def test_errors_name_field_and_line(tmp_path, old, new, message):

@@ -114,6 +114,37 @@ def test_generation_stops_early_without_changing_outputs_that_matter(partly_trai
         assert is_correct(a, e.gold_answers()) == is_correct(b, e.gold_answers())
 
 
+def test_a_cut_output_is_marked_and_an_uncut_one_is_the_whole_output(partly_trained):
+    model, tokenizer, examples = partly_trained
+    _, full = _reference_verdicts(model, tokenizer, examples, max_new_tokens=12)
+    scored = exact_match(model, tokenizer, examples, max_new_tokens=12, fast_path=False,
+                         progress=False)  # fmt: skip
+    assert any(p.output_cut for p in scored), "the model must get some answers wrong"
+    for p, whole in zip(scored, full, strict=True):
+        if p.output_cut:
+            assert not p.correct and whole.startswith(p.output)
+        else:
+            assert p.output == whole
+
+
+def test_an_answer_longer_than_the_cap_is_not_certified(partly_trained):
+    model, tokenizer, examples = partly_trained
+    for cap in (1, 2):
+        reference, _ = _reference_verdicts(model, tokenizer, examples, max_new_tokens=cap)
+        fast = exact_match(model, tokenizer, examples, max_new_tokens=cap, fast_path=True,
+                           progress=False)  # fmt: skip
+        assert [p.correct for p in fast] == reference
+    uncapped = exact_match(model, tokenizer, examples, max_new_tokens=12, fast_path=True,
+                           progress=False)  # fmt: skip
+    assert any(p.method == "teacher_forced" for p in uncapped)  # so the cap is what stopped it
+
+
+def test_the_fast_path_is_refused_under_bf16(partly_trained):
+    model, tokenizer, examples = partly_trained
+    with pytest.raises(ValueError, match="fp32"):
+        exact_match(model, tokenizer, examples, fast_path=True, bf16=True, progress=False)
+
+
 def test_contains_mode_agrees_with_generate(partly_trained):
     model, tokenizer, examples = partly_trained
     cases = [dataclasses.replace(e, answers=(e.response[:2],)) for e in examples]

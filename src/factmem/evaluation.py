@@ -14,7 +14,12 @@ The fast path (why it is exact):
   2. Every other example is decoded with `model.generate` (greedy), which stops early only
      once no continuation could change the verdict (`verdict_is_final`).
 The margin guard sends near-ties to real generation, where batched and incremental
-arithmetic could disagree in the last bit.
+arithmetic could disagree in the last bit (fp32 only: under bf16 the two differ by more than
+any useful margin, so there every example is generated). An answer longer than
+`max_new_tokens` is never certified: generation would be cut off before its end.
+
+A generated output that stopped early is a prefix of what the model would have written; its
+prediction says so (`output_cut`), so error analysis does not read a cut output as the answer.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Prediction:
     output: str
     correct: bool
     method: Literal["teacher_forced", "generated"]
+    output_cut: bool = False  # generation stopped once the verdict was final: a prefix
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -225,6 +231,7 @@ class _StopWhenFinal(StoppingCriteria):
             answers,
             mode,
         )
+        self.stopped = [False] * len(answers)  # rows this criterion ended (not EOS, not the cap)
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(
@@ -233,6 +240,7 @@ class _StopWhenFinal(StoppingCriteria):
             clean_up_tokenization_spaces=False,
         )
         done = [verdict_is_final(t, a, self.mode) for t, a in zip(texts, self.answers, strict=True)]
+        self.stopped = [s or d for s, d in zip(self.stopped, done, strict=True)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -249,6 +257,24 @@ def greedy_generate(
     progress: bool = True,
 ) -> list[str]:
     """Greedy outputs (left-padded batches); with `answers`, rows stop once the verdict is final."""
+    return [text for text, _ in greedy_generate_with_stops(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        answers=answers, mode=mode, bf16=bf16, progress=progress)]  # fmt: skip
+
+
+def greedy_generate_with_stops(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Example],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+    answers: Sequence[Sequence[str]] | None = None,
+    mode: MatchMode = "equal",
+    bf16: bool = False,
+    progress: bool = True,
+) -> list[tuple[str, bool]]:
+    """greedy_generate's outputs, each with True where the early stop cut it (a prefix)."""
     encoded = [
         encode_prompt(tokenizer, p.prompt, p.history)
         if isinstance(p, Example)
@@ -256,7 +282,7 @@ def greedy_generate(
         for p in prompts
     ]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    outputs = [""] * len(prompts)
+    outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
     config = GenerationConfig(
         do_sample=False,
         num_beams=1,
@@ -279,10 +305,10 @@ def greedy_generate(
                                            left=True)  # fmt: skip
                 width = input_ids.shape[1]
                 criteria = StoppingCriteriaList()
+                final = None
                 if answers is not None:
-                    criteria.append(
-                        _StopWhenFinal(tokenizer, width, [answers[i] for i in batch], mode)
-                    )
+                    final = _StopWhenFinal(tokenizer, width, [answers[i] for i in batch], mode)
+                    criteria.append(final)
                 generated = model.generate(
                     input_ids=input_ids.to(model.device),
                     attention_mask=mask.to(model.device),
@@ -290,7 +316,9 @@ def greedy_generate(
                     stopping_criteria=criteria,
                 )
                 for row, i in enumerate(batch):
-                    outputs[i] = decode(tokenizer, generated[row, width:].tolist())
+                    ids = generated[row, width:].tolist()
+                    cut = bool(final and final.stopped[row]) and tokenizer.eos_token_id not in ids
+                    outputs[i] = (decode(tokenizer, ids), cut)
     finally:
         model.generation_config = saved_config
     return outputs
@@ -310,8 +338,11 @@ def exact_match(
     progress: bool = True,
 ) -> list[Prediction]:
     """Score every example; the verdicts equal those of greedy `model.generate`."""
+    if fast_path is True and bf16:
+        raise ValueError("fast_path needs fp32 evaluation: under bf16, teacher-forced and "
+                         "generated logits differ by more than tie_margin")  # fmt: skip
     if fast_path == "auto":
-        fast_path = teacher_forcing_pays(tokenizer, examples)
+        fast_path = not bf16 and teacher_forcing_pays(tokenizer, examples)
     certified = (
         teacher_forced_certify(
             model,
@@ -325,9 +356,12 @@ def exact_match(
         if fast_path
         else [False] * len(examples)
     )
+    # an answer generation could not finish within the cap is left to generation
+    certified = [ok and len(encode_response(tokenizer, e.response)) - 1 <= max_new_tokens
+                 for ok, e in zip(certified, examples, strict=True)]  # fmt: skip
     rest = [i for i, ok in enumerate(certified) if not ok]
     generated = (
-        greedy_generate(
+        greedy_generate_with_stops(
             model,
             tokenizer,
             [examples[i] for i in rest],
@@ -345,9 +379,9 @@ def exact_match(
     predictions = []
     for i, example in enumerate(examples):
         if certified[i]:
-            output = decode(tokenizer, encode_response(tokenizer, example.response))
+            output, cut = decode(tokenizer, encode_response(tokenizer, example.response)), False
         else:
-            output = outputs[i]
+            output, cut = outputs[i]
         answers = list(example.gold_answers())
         predictions.append(
             Prediction(
@@ -357,6 +391,7 @@ def exact_match(
                 output=output,
                 correct=is_correct(output, answers, mode),
                 method="teacher_forced" if certified[i] else "generated",
+                output_cut=cut,
             )
         )
     return predictions

@@ -366,11 +366,12 @@ class EvaluationConfig(_Strict):
         "auto",
         description="Certify correct answers with one teacher-forced forward pass over the gold "
         "and generate only for the rest; verdicts are identical to greedy generate either way. "
-        "auto: when the set's answers average 16+ tokens, where it measured faster.",
+        "auto: when the set's answers average 16+ tokens, where it measured faster, and "
+        "evaluation is fp32.",
     )
     tie_margin: float = Field(
         1e-3,
-        ge=0,
+        gt=0,
         description="A teacher-forced step whose top-2 logits are closer than this is not "
         "trusted (numerics may differ from generate there); such examples are generated.",
     )
@@ -385,6 +386,15 @@ class EvaluationConfig(_Strict):
     curve_size: int = Field(
         32, gt=0, description="Examples per set scored for the curves (the first N of each set)."
     )
+
+    @model_validator(mode="after")
+    def _fast_path_needs_fp32(self) -> EvaluationConfig:
+        if self.fast_path is True and self.bf16:
+            raise ValueError(
+                "fast_path: true needs fp32 evaluation (bf16: false): under bf16 a forward "
+                "pass and generate differ by more than tie_margin"
+            )
+        return self
 
 
 def check_folder_name(name: str) -> str:
