@@ -129,3 +129,47 @@ def test_same_seed_same_training(tiny_model_dir, tmp_path):
         weights.append(model.model.layers[0].mlp.up_proj.weight.detach().clone())
     assert curves[0] == curves[1]
     assert torch.equal(weights[0], weights[1])
+
+
+def test_a_model_trained_in_bf16_is_scored_at_the_precision_asked_for(tiny_model_dir, tmp_path):
+    """accelerate wraps forward in bf16 autocast for mixed-precision training; after the stage
+    (and inside scoring during it) the model must compute exactly as a fresh fp32 copy."""
+    from factmem.evaluation import eval_mode
+
+    model, tokenizer = _fresh(tiny_model_dir)
+    cfg = TrainingConfig(**{**FAST, "bf16": True})
+    train_stage(model, tokenizer, key_value_recall(8, 0), cfg, StopRule(epochs=1), tmp_path / "w",
+                seed=0)  # fmt: skip
+    assert "_original_forward" not in model.__dict__
+    fresh = load_model(str(tiny_model_dir), tokenizer)
+    fresh.load_state_dict(model.state_dict())
+    ids = torch.tensor([tokenizer("the key is abc")["input_ids"]])
+    with eval_mode(model):
+        trained = model(ids).logits
+    with eval_mode(fresh):
+        reference = fresh(ids).logits
+    with eval_mode(fresh, bf16=True):
+        in_bf16 = fresh(ids).logits
+    assert torch.equal(trained, reference)
+    assert not torch.allclose(in_bf16.float(), reference, atol=1e-4)  # bf16 would be seen
+
+
+def test_scoring_during_bf16_training_is_fp32(tiny_model_dir):
+    """A forward still wrapped by accelerate (as during training) scores without autocast."""
+    from accelerate import Accelerator
+
+    from factmem.evaluation import eval_mode
+
+    model, tokenizer = _fresh(tiny_model_dir)
+    wrapped = Accelerator(cpu=True, mixed_precision="bf16").prepare_model(model)
+    ids = torch.tensor([tokenizer("the key is abc")["input_ids"]])
+    with eval_mode(wrapped):
+        scored = wrapped(ids).logits
+    with torch.no_grad():
+        raw_bf16 = wrapped(ids).logits  # the wrapper itself: autocast
+    fresh = load_model(str(tiny_model_dir), tokenizer)
+    with eval_mode(fresh):
+        reference = fresh(ids).logits
+    assert torch.equal(scored, reference)
+    assert not torch.allclose(raw_bf16.float(), reference, atol=1e-4)
+

@@ -104,16 +104,28 @@ def decode(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
 
 @contextlib.contextmanager
 def eval_mode(model: PreTrainedModel, bf16: bool = False) -> Iterator[None]:
-    """model.eval() + inference mode (+ bf16 autocast), restoring training mode after."""
+    """model.eval() + inference mode (+ bf16 autocast), restoring training mode after.
+
+    Scoring runs at the precision asked for, whatever training did: a model being trained
+    with mixed precision has its `forward` replaced by accelerate with an autocast-wrapped
+    one (kept as `_original_forward`), which would score in bf16 silently (forgetting-curve
+    probes and exact-match stop rules score during training); the original is used here.
+    """
     was_training = model.training
     model.eval()
     device = model.device.type
     autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    original = model.__dict__.get("_original_forward")
+    wrapped = model.__dict__.get("forward")
+    if original is not None:
+        model.forward = original
     try:
         with torch.inference_mode(), autocast:
             yield
     finally:
         model.train(was_training)
+        if original is not None:
+            model.forward = wrapped
 
 
 def _batches(order: list[int], size: int) -> Iterator[list[int]]:

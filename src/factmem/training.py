@@ -378,6 +378,10 @@ def train_stage(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - start
+    # mixed precision replaced model.forward with an autocast-wrapped one; give the model
+    # back as it came, or everything after the stage (scoring, Fisher, the next stage's
+    # teacher) would run in bf16 without being asked to
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     if sharded:
         model.load_state_dict(gathered_state_dict(trainer.model_wrapped))
         model.to(device)
