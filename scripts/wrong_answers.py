@@ -1,8 +1,14 @@
-"""What the lost D_A answers look like after the last stage: how many are a single
-lower-case word ("in", "to", "thr") rather than a wrong name. Needs the runs themselves
-(archives keep verdicts, not the answers' text, since they quote the datasets).
+"""What the lost D_A answers look like after the last stage: do they begin like a passage
+continuation (a lower-case word such as "in", "to") rather than like a wrong name?
+
+The predictions files cannot tell: scoring stops generating as soon as an answer can no
+longer be right, so a lost answer there is only its first token or two. This script asks
+the run's final model again, greedy and without the early stop, for the whole answer (up to
+`--max-new-tokens`). Needs the runs themselves, with their models (archives keep verdicts,
+not the answers' text, since they quote the datasets).
 
     .venv/bin/python scripts/wrong_answers.py runs/cells-popqa
+    .venv/bin/python scripts/wrong_answers.py runs/cells-popqa/seed2_popqa_entityquestions_*
 """
 
 from __future__ import annotations
@@ -12,30 +18,51 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from factmem.layout import runs_under
+from factmem.analysis import _stage_model
+from factmem.evaluation import greedy_generate
+from factmem.layout import RunFolder, runs_under
 from factmem.markdown import markdown_table
+from factmem.models import load_model, load_tokenizer
 from factmem.records import RunResults
+
+
+def whole_answers(run_dir: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """The final model's greedy answers, generated to EOS or the cap (no early stop)."""
+    _, model_dir = _stage_model(run_dir, None)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, tokenizer)
+    return greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                           progress=False)  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", type=Path, help="a grid's runs folder")
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders or a grid's folder")
+    parser.add_argument("--max-new-tokens", type=int, default=24)
     args = parser.parse_args()
     rows = []
-    for run in runs_under(args.runs, 2):
+    runs = [r for path in args.runs
+            for r in ([RunFolder(path)] if RunFolder(path).results.is_file()
+                      else runs_under(path, 2))]  # fmt: skip
+    for run in runs:
         results = RunResults.read(run.results)
         if not results.finished:
             continue
         first = results.accuracy_matrix["columns"][0]
         file = run.stage(len(results.stages)).predictions(first)
-        answers = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-        wrong = [a["output"].strip() for a in answers if not a["correct"]]
-        one_word = [w for w in wrong if len(w.split()) == 1 and w.islower()]
-        common = ", ".join(f"{w} x{n}" for w, n in Counter(one_word).most_common(4))
-        rows.append([run.path.name, f"{len(answers) - len(wrong)}/{len(answers)}",
-                     str(len(wrong)), str(len(one_word)), common])  # fmt: skip
-    print(markdown_table(["run", "D_A kept", "lost", "lost as one lower-case word",
-                          "most frequent"], rows))  # fmt: skip
+        scored = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        lost = [s for s in scored if not s["correct"]]
+        answers = whole_answers(run.path, [s["prompt"] for s in lost], args.max_new_tokens)
+        first_words = [a.split()[0] if a.split() else "" for a in answers]
+        lower = [w for w in first_words if w.islower()]
+        common = ", ".join(f"{w} x{n}" for w, n in Counter(lower).most_common(3))
+        example = next((a for a, w in zip(answers, first_words, strict=True) if w.islower()), "")
+        rows.append([run.path.name, f"{len(scored) - len(lost)}/{len(scored)}",
+                     str(len(lost)), str(len(lower)), common,
+                     json.dumps(example[:60], ensure_ascii=False) if example else ""])  # fmt: skip
+    print(markdown_table(["run", "D_A kept", "lost", "lost, beginning lower-case",
+                          "most frequent first words", "e.g. (whole answer, 60 chars)"],
+                         rows))  # fmt: skip
 
 
 if __name__ == "__main__":
