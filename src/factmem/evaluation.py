@@ -28,7 +28,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -257,21 +257,12 @@ class _StopWhenFinal(StoppingCriteria):
 
 
 def greedy_generate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str | Example],
-    *,
-    max_new_tokens: int,
-    batch_size: int = 64,
-    answers: Sequence[Sequence[str]] | None = None,
-    mode: MatchMode = "equal",
-    bf16: bool = False,
-    progress: bool = True,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Example],
+    **options: Any,
 ) -> list[str]:
-    """Greedy outputs (left-padded batches); with `answers`, rows stop once the verdict is final."""
-    return [text for text, _ in greedy_generate_with_stops(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        answers=answers, mode=mode, bf16=bf16, progress=progress)]  # fmt: skip
+    """Greedy outputs (left-padded batches); with `answers`, rows stop once the verdict is
+    final. Options as greedy_generate_with_stops (max_new_tokens is required)."""
+    return [text for text, _ in greedy_generate_with_stops(model, tokenizer, prompts, **options)]
 
 
 def greedy_generate_with_stops(
@@ -286,7 +277,8 @@ def greedy_generate_with_stops(
     bf16: bool = False,
     progress: bool = True,
 ) -> list[tuple[str, bool]]:
-    """greedy_generate's outputs, each with True where the early stop cut it (a prefix)."""
+    """Greedy outputs, each with True where the early stop (`answers` given) cut it: the
+    output is then a prefix of what the model would have written."""
     encoded = [
         encode_prompt(tokenizer, p.prompt, p.history)
         if isinstance(p, Example)
