@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from factmem.config import load_config
+from factmem.config import ExperimentConfig, load_config
 from factmem.layout import RunFolder
 from factmem.pipeline import run_experiment
 from factmem.records import RunResults
@@ -32,9 +32,8 @@ def candidates(paths: list[Path]) -> list[RunFolder]:
     return runs
 
 
-def unscorable(run: RunFolder) -> str | None:
+def unscorable(run: RunFolder, config: ExperimentConfig) -> str | None:
     """Why the run cannot be scored again without training (None: it can)."""
-    config = load_config(run.config)
     for number in range(1, len(config.stages) + 1):
         stage = run.stage(number)
         if not stage.training.is_file() or not stage.model.is_dir():
@@ -50,7 +49,7 @@ def d_a_final(run: RunFolder) -> float | None:
     return results.stages[-1].accuracy.get(first) if results.finished else None
 
 
-def rescore(run: RunFolder) -> tuple[float | None, float | None]:
+def rescore(run: RunFolder, config: ExperimentConfig) -> tuple[float | None, float | None]:
     before = d_a_final(run)
     run.results.unlink(missing_ok=True)
     for stage in run.stages():
@@ -61,10 +60,14 @@ def rescore(run: RunFolder) -> tuple[float | None, float | None]:
     logging.getLogger().addHandler(handler)
     try:
         logging.getLogger(__name__).info("rescore: scoring the saved stage models again")
-        run_experiment(load_config(run.config), run.path, progress=False)
+        run_experiment(config, run.path, progress=False)
     finally:
         logging.getLogger().removeHandler(handler)
     return before, d_a_final(run)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def main() -> None:
@@ -76,13 +79,13 @@ def main() -> None:
     for noisy in ("transformers", "accelerate", "datasets", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     for run in candidates(args.runs):
-        why = unscorable(run)
+        config = load_config(run.config)
+        why = unscorable(run, config)
         if why:
             print(f"{run.path}: skipped, {why}")
             continue
-        before, after = rescore(run)
-        show = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-        print(f"{run.path}: D_A {show(before)} -> {show(after)}", flush=True)
+        before, after = rescore(run, config)
+        print(f"{run.path}: D_A {_percent(before)} -> {_percent(after)}", flush=True)
 
 
 if __name__ == "__main__":
