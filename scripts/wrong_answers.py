@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from factmem.analysis import _stage_model
+from factmem.analysis import stage_model
 from factmem.evaluation import greedy_generate
 from factmem.layout import RunFolder, runs_under
 from factmem.markdown import markdown_table
@@ -28,7 +28,7 @@ from factmem.records import RunResults
 
 def whole_answers(run_dir: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
     """The final model's greedy answers, generated to EOS or the cap (no early stop)."""
-    _, model_dir = _stage_model(run_dir, None)
+    _, model_dir = stage_model(run_dir, None)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, tokenizer)
     return greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,

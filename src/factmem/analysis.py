@@ -36,7 +36,7 @@ def stage_facts(run_dir: Path, stage: int, kinds: tuple[str, ...] = ("factoid",)
             for r in rows if (r.get("meta") or {}).get("kind", "factoid") in kinds]  # fmt: skip
 
 
-def _stage_model(run_dir: Path, stage: int | None) -> tuple[int, str]:
+def stage_model(run_dir: Path, stage: int | None) -> tuple[int, str]:
     """(stage number, model folder): the given stage's, else the last trained stage's."""
     config = load_config(RunFolder(run_dir).config)
     trained = [i + 1 for i, s in enumerate(config.stages) if s.train]
@@ -53,7 +53,7 @@ def run_lens(run_dir: Path, stage: int | None = None, set_name: str | None = Non
              n: int = 100, top_k: int = 10) -> dict:  # fmt: skip
     """Logit Lens of stage `stage`'s model on the first `n` facts of a set (default D_A)."""
     config = load_config(RunFolder(run_dir).config)
-    stage, model_dir = _stage_model(run_dir, stage)
+    stage, model_dir = stage_model(run_dir, stage)
     names = [config.stage_name(i) for i in range(len(config.stages))]
     set_name = set_name or names[0]
     if set_name not in names:
@@ -97,7 +97,7 @@ def run_gradients(run_dir: Path, stage: int = 1, n: int = 32, mix_from: Path | N
     drawn (seeded) from stage `stage` + 1's training mixture -- of this run, or of
     `mix_from` (e.g. a Random/Generic run, to ask how its mixture would pull on this model).
     """
-    stage, model_dir = _stage_model(run_dir, stage)
+    stage, model_dir = stage_model(run_dir, stage)
     cache = RunFolder(run_dir).stage(stage).gradients
     key = {"n": n, "mix_from": str(mix_from) if mix_from else None, "seed": seed}
     if cache.is_file():
