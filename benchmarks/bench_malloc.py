@@ -1,5 +1,6 @@
-"""Resident memory of CPU training when batch lengths vary, with glibc's default malloc
-settings against `MALLOC_TRIM_THRESHOLD_=0`.
+"""Resident memory of CPU training when batch lengths vary: glibc's default malloc
+settings, `MALLOC_TRIM_THRESHOLD_=0`, and factmem's `training.trim_memory` (one
+`malloc_trim(0)` after each optimizer step).
 
 Found when a grid process training KVR -> EvolCode with replay (two batches an epoch of
 different lengths) grew from 9 to 23 GB in one stage and was killed by the kernel's OOM
@@ -23,13 +24,18 @@ import time
 from pathlib import Path
 
 STEPS = 14
+VARIANTS = (  # label, environment, malloc_trim(0) after each step
+    ("glibc default", {}, False),
+    ("MALLOC_TRIM_THRESHOLD_=0", {"MALLOC_TRIM_THRESHOLD_": "0"}, False),
+    ("malloc_trim after each step", {}, True),
+)
 
 
-def workload(vary: bool) -> None:
+def workload(vary: bool, trim: bool) -> None:
     import torch
 
     from factmem.models import load_model, load_tokenizer, resolve_model
-    from factmem.training import bf16_supported
+    from factmem.training import bf16_supported, release_freed_memory
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
@@ -46,6 +52,8 @@ def workload(vary: bool) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        if trim:
+            release_freed_memory()
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     print(f"{pages * os.sysconf('SC_PAGE_SIZE') / 2**30:.2f} {time.perf_counter() - start:.1f}")
 
@@ -55,10 +63,10 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
 
 
-def measure(vary: bool, env: dict[str, str]) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, __file__, "--workload", "vary" if vary else "fixed"],
-                         env={**clean_env(), **env}, capture_output=True, text=True,
-                         check=True)  # fmt: skip
+def measure(vary: bool, env: dict[str, str], trim: bool) -> tuple[float, float]:
+    command = [sys.executable, __file__, "--workload", "vary" if vary else "fixed"]
+    out = subprocess.run(command + (["trim"] if trim else []), env={**clean_env(), **env},
+                         capture_output=True, text=True, check=True)  # fmt: skip
     rss, seconds = out.stdout.split()[-2:]
     return float(rss), float(seconds)
 
@@ -66,15 +74,14 @@ def measure(vary: bool, env: dict[str, str]) -> tuple[float, float]:
 def main() -> None:
     rows = []
     for vary in (True, False):
-        for label, env in (("glibc default", {}), ("MALLOC_TRIM_THRESHOLD_=0",
-                                                   {"MALLOC_TRIM_THRESHOLD_": "0"})):  # fmt: skip
-            rss, seconds = measure(vary, env)
+        for label, env, trim in VARIANTS:
+            rss, seconds = measure(vary, env, trim)
             rows.append((("varying" if vary else "fixed") + " lengths", label, rss, seconds))
-            print(f"{rows[-1][0]:16} {label:26} RSS {rss:5.2f} GB  {seconds:6.1f} s", flush=True)
+            print(f"{rows[-1][0]:16} {label:30} RSS {rss:5.2f} GB  {seconds:6.1f} s", flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--workload":
-        workload(sys.argv[2] == "vary")
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--workload":
+        workload(sys.argv[2] == "vary", sys.argv[3:] == ["trim"])
     else:
         main()

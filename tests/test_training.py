@@ -1,6 +1,7 @@
 """One stage: packed batches, stop rules, determinism."""
 
 import math
+import platform
 
 import pytest
 import torch
@@ -173,3 +174,49 @@ def test_scoring_during_bf16_training_is_fp32(tiny_model_dir):
     assert torch.equal(scored, reference)
     assert not torch.allclose(raw_bf16.float(), reference, atol=1e-4)
 
+
+def test_memory_trim_after_every_step_changes_nothing_trained(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import factmem.training as training
+
+    calls = []
+    monkeypatch.setattr(training, "release_freed_memory", lambda: calls.append(1) or True)
+    curves = {}
+    for trim in (True, False):
+        calls.clear()
+        model, tokenizer = _fresh(tiny_model_dir)
+        out = train_stage(
+            model,
+            tokenizer,
+            key_value_recall(10, 0),
+            TrainingConfig(**FAST, trim_memory=trim),
+            StopRule(epochs=2),
+            tmp_path / f"w{trim}",
+            seed=3,
+        )
+        assert len(calls) == (out.steps if trim else 0)
+        curves[trim] = [h["loss"] for h in out.loss_curve]
+    assert out.steps == 6 and curves[True] == curves[False]
+
+
+def test_memory_trim_is_not_part_of_a_run_fingerprint():
+    from factmem.config import load_config
+
+    def config(trim):
+        stage = {"dataset": "kvr", "size": 4, "stop": {"epochs": 1}}
+        return load_config({"training": {"trim_memory": trim}, "stages": [stage]})
+
+    assert (
+        config(True).fingerprint(0) == config(False).fingerprint(0) == config("auto").fingerprint(0)
+    )
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_malloc_trim_resolves_on_glibc():
+    from factmem.training import release_freed_memory, trims_memory
+
+    assert trims_memory(False) is False and trims_memory(True) is True
+    # auto trims when training on the CPU, and the call really reaches libc
+    assert trims_memory("auto") is True
+    assert isinstance(release_freed_memory(), bool)

@@ -9,7 +9,9 @@ is rounded to 4 decimals, too coarse for a 1e-4 threshold), and the stop rules.
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
+import functools
 import logging
 import math
 import shutil
@@ -178,6 +180,44 @@ def last_whole_checkpoint(work_dir: Path) -> str | None:
         log.warning("%s; removing that incomplete checkpoint", problem)
         shutil.rmtree(last, ignore_errors=True)
     return None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory malloc keeps after frees back to the OS; True if any was released.
+
+    Written by hand because neither torch nor transformers offers it: on the CPU, torch
+    allocates tensors with malloc, and glibc raises its mmap threshold after large frees, so
+    when batch lengths vary from step to step freed activations stay in the process and RSS
+    grows by GBs a stage (BENCHMARKS.md). One trim per optimizer step returns them, without
+    `MALLOC_TRIM_THRESHOLD_=0`'s cost of trimming on every free.
+    """
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+def trims_memory(setting: str | bool) -> bool:
+    """`training.trim_memory` resolved: auto trims when training runs on the CPU."""
+    if setting == "auto":
+        return not torch.cuda.is_available() and _malloc_trim() is not None
+    if setting and _malloc_trim() is None:
+        log.warning("training.trim_memory: this C library has no malloc_trim; nothing trimmed")
+    return bool(setting)
+
+
+class _TrimMemoryCallback(TrainerCallback):
+    """Returns freed memory to the OS after every optimizer step (`training.trim_memory`)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        release_freed_memory()
 
 
 class _LossInProgressBar(ProgressCallback):
@@ -366,7 +406,8 @@ def train_stage(
         train_dataset=encoded,
         data_collator=make_collator(tokenizer, cfg.packing, model, cfg.pack_row_tokens),
         callbacks=[callback]
-        + ([_ProbeCallback(lambda: probe(model), probe_every_steps)] if probe else []),
+        + ([_ProbeCallback(lambda: probe(model), probe_every_steps)] if probe else [])
+        + ([_TrimMemoryCallback()] if trims_memory(cfg.trim_memory) else []),
         plugins=plugins,
     )
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss

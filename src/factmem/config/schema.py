@@ -85,6 +85,13 @@ class TrainingConfig(_Strict):
         description="Save a resumable trainer checkpoint every N epochs (0: never). A killed "
         "stage resumes from the latest one.",
     )
+    trim_memory: Literal["auto", True, False] = Field(
+        "auto",
+        description="Return the memory glibc's malloc keeps after frees to the OS after every "
+        "optimizer step (malloc_trim). Batches of varying length otherwise grow a CPU run's "
+        "RSS by many GB (BENCHMARKS.md). auto: on when training on the CPU. Results do not "
+        "depend on it.",
+    )
     report_to: list[str] = Field(
         default_factory=list,
         description="transformers report_to integrations (e.g. [wandb], [tensorboard]).",
@@ -407,6 +414,9 @@ def check_folder_name(name: str) -> str:
 
 # Bump when a setting's default value changes: fingerprints leave defaults out.
 FINGERPRINT_VERSION = 1
+# training settings that change how a stage runs, not what it computes: a run fingerprinted
+# before one of them existed, or with another value, is the same run
+NOT_IN_FINGERPRINT = {"report_to", "checkpoint_every_epochs", "trim_memory"}
 
 
 class ExperimentConfig(_Strict):
@@ -490,7 +500,7 @@ class ExperimentConfig(_Strict):
                 {  # defaults left out: a new setting (at its default) keeps old fingerprints
                     "stage": self.stages[i].model_dump(exclude={"name"}, exclude_defaults=True),
                     "training": self.stage_training(i).model_dump(
-                        exclude={"report_to", "checkpoint_every_epochs"}, exclude_defaults=True
+                        exclude=NOT_IN_FINGERPRINT, exclude_defaults=True
                     ),
                 }
                 for i in range(upto + 1)
