@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from factmem.archive import prediction_key
 from factmem.cli import main
 from factmem.config import load_config
 from factmem.errors import ConfigError
@@ -129,6 +130,11 @@ def test_run_with_mixing_and_replay_records_the_mixture(tiny_model_dir, tmp_path
     # scoring covers the factoid sets only
     preds = (tmp_path / "runs" / "tiny" / "stage2" / "predictions" / "stage1.jsonl").read_text()
     assert len(preds.splitlines()) == 8
+    # the record names the replayed facts, by the key their predictions are matched by
+    replayed = [json.loads(r)["prompt"] for r in rows if json.loads(r)["meta"]["kind"] == "replay"]
+    assert s2.mixture["replayed_facts"] == {"stage1": sorted(map(prediction_key, replayed))}
+    scored = {json.loads(line)["prompt"] for line in preds.splitlines()}
+    assert set(replayed) <= scored
 
 
 def test_runs_share_a_stage_with_the_same_fingerprint(tiny_model_dir, tmp_path, monkeypatch):

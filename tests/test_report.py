@@ -323,3 +323,48 @@ def test_the_paper_change_is_taken_within_one_table(paired_dir, tmp_path):
     assert both.loc["Random/-", "paper model"] == "Mistral-7B"
     assert both.loc["Random/-", "paper Δ"] == "-10.0"  # 60 - 70 (Mistral), not 60 - 20
     assert both.loc["Random/-", "verdict"] == "disagrees"
+
+
+def _replay_data(paired_dir: Path, replayed: list[int]) -> None:
+    """Each seed's Replay 0.1 run replayed the facts `replayed` in stage 2, as the pipeline
+    writes it: the stage's data.jsonl, and a record that (made before records named the
+    replayed facts) only counts them."""
+    for seed in range(3):
+        run = RunFolder(paired_dir / f"replay-s{seed}")
+        rows = [{"prompt": f"seed {seed} fact {i}", "response": "x", "answers": ["x"],
+                 "meta": {"kind": "replay", "replayed_from": "D_A"}} for i in replayed]  # fmt: skip
+        run.stage(2).data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        results, record = RunResults.read(run.results), StageRecord.read(run.stage(2).record)
+        for stage in (results.stages[1], record):
+            stage.mixture["replay"] = {"D_A": len(replayed)}
+        results.write(run.results)
+        record.write(run.stage(2).record)
+
+
+def test_replayed_facts_are_shown_apart_from_the_rest(paired_dir, tmp_path):
+    """Replay keeps facts 0-8 and 10 of 20 (No Mixing: 0-9) and replayed facts 10 and 11."""
+    from factmem.archive import archive_runs
+    from factmem.report import replay_table
+
+    _replay_data(paired_dir, [10, 11])
+    archive_runs([paired_dir], tmp_path / "archive")
+    record = StageRecord.read(
+        RunFolder(tmp_path / "archive" / "paired" / "replay-s1").stage(2).record
+    )
+    assert len(record.mixture["replayed_facts"]["D_A"]) == 2  # named in the archive, as keys
+    for source in (paired_dir, tmp_path / "archive"):  # the archive has no data.jsonl
+        table = replay_table(collect_runs(source))
+        row = table.loc[("kvr", "kvr_id", "Replay 0.1")]
+        assert row["seeds"] == 3
+        assert row["replayed facts kept"] == "3 / 6 (50.0%)"  # fact 10 of 10 and 11
+        assert row["other facts kept"] == "27 / 54 (50.0%)"  # facts 0-8 of the other 18
+        assert row["No Mixing, the same other facts"] == "30 / 54 (55.6%)"  # facts 0-9
+    assert replay_table(collect_runs(paired_dir)).index.tolist() == [
+        ("kvr", "kvr_id", "Replay 0.1")
+    ]
+
+
+def test_no_replay_table_without_named_replayed_facts(paired_dir):
+    from factmem.report import replay_table
+
+    assert replay_table(collect_runs(paired_dir)).empty

@@ -22,11 +22,12 @@ import datetime
 import hashlib
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from factmem.atomic import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.errors import FactmemError
-from factmem.layout import RunFolder, runs_under
+from factmem.layout import RunFolder, StageFolder, runs_under
 from factmem.records import RunResults, StageOutcome, StageRecord
 
 MARKER = "archive.json"
@@ -54,28 +55,25 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
     source, tmp = RunFolder(run_dir), RunFolder(dest.with_name(f".{dest.name}.partial"))
     shutil.rmtree(tmp.path, ignore_errors=True)
     tmp.path.mkdir(parents=True)
-    for file, copy in ((source.config, tmp.config), (source.results, tmp.results),
-                       (source.log, tmp.log)):  # fmt: skip
+    for file, copy in ((source.config, tmp.config), (source.log, tmp.log)):
         if file.is_file():
             shutil.copy2(file, copy)
-    if not with_text:
-        results = RunResults.read(source.results)
-        for record in results.stages:
-            _drop_quotes(record.mixture)
-        results.write(tmp.results)
-    for stage in source.stages():
+    stages = {stage.number: stage for stage in source.stages()}
+    results = RunResults.read(source.results)
+    for record in results.stages:
+        _tidy_mixture(record.mixture, stages.get(record.index), with_text)
+    results.write(tmp.results)
+    for stage in stages.values():
         if not stage.record.is_file():
             continue
         copy = tmp.stage(stage.number)
         copy.path.mkdir()
         for file, target, kind in ((stage.record, copy.record, StageRecord),
                                    (stage.training, copy.training, StageOutcome)):  # fmt: skip
-            if file.is_file() and not with_text:
+            if file.is_file():
                 record = kind.read(file)
-                _drop_quotes(record.mixture)
+                _tidy_mixture(record.mixture, stage, with_text)
                 record.write(target)
-            elif file.is_file():
-                shutil.copy2(file, target)
         if stage.fingerprint.is_file():
             shutil.copy2(stage.fingerprint, copy.fingerprint)
         for file in sorted(stage.predictions_dir.glob("*.jsonl")):
@@ -94,6 +92,33 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
         shutil.rmtree(dest)
     tmp.path.replace(dest)
     return dest
+
+
+def replayed_fact_keys(examples: Iterable[tuple[str, dict]]) -> dict[str, list[str]]:
+    """{earlier set: keys of its facts} among a stage's (prompt, meta) training examples, so
+    that a report can tell the retention of replayed facts from that of the rest."""
+    keys: dict[str, list[str]] = {}
+    for prompt, meta in examples:
+        if meta.get("kind") == "replay":
+            keys.setdefault(meta["replayed_from"], []).append(prediction_key(prompt))
+    return {name: sorted(found) for name, found in keys.items()}
+
+
+def fill_replayed_facts(mixture: dict, stage: StageFolder | None) -> dict:
+    """`mixture` naming its replayed facts also for runs made before stage records did:
+    read from the examples the stage trained on (data.jsonl), while the run folder has them."""
+    if "replay" in mixture and "replayed_facts" not in mixture and stage and stage.data.is_file():
+        rows = [json.loads(line) for line in stage.data.read_text().splitlines() if line.strip()]
+        mixture["replayed_facts"] = replayed_fact_keys((r["prompt"], r["meta"]) for r in rows)
+    return mixture
+
+
+def _tidy_mixture(mixture: dict, stage: StageFolder | None, with_text: bool) -> None:
+    """A stage's mixture statistics as archived: naming the replayed facts, and without the
+    overlap check's quotes unless `with_text`."""
+    fill_replayed_facts(mixture, stage)
+    if not with_text:
+        _drop_quotes(mixture)
 
 
 def _drop_quotes(mixture: dict) -> None:

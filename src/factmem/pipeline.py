@@ -21,6 +21,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from factmem.archive import replayed_fact_keys
 from factmem.atomic import (
     write_dir_atomic,
     write_jsonl_atomic,
@@ -111,6 +112,7 @@ def stage_mixture(
         replayed, report["replay"] = replay_examples(
             stage_sets[:index], stage.replay.fraction, config.seed, names
         )
+        report["replayed_facts"] = replayed_fact_keys((e.prompt, e.meta) for e in replayed)
         examples += replayed
     if stage.mixing is not None:
         every_factoid = [e for s in stage_sets for e in s]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from factmem.archive import prediction_key
+from factmem.archive import fill_replayed_facts, prediction_key
 from factmem.atomic import write_text_atomic
 from factmem.config import ExperimentConfig, load_config
 from factmem.data.registry import REGISTRY
@@ -126,6 +126,11 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         "replay": replay[0] if replay else None,
         "curve": curve,
         "da_verdicts": final_verdicts(run_dir, len(results.stages), first),
+        "da_replayed": sorted({
+            key for r in results.stages
+            for key in fill_replayed_facts(r.mixture, RunFolder(run_dir).stage(r.index))
+            .get("replayed_facts", {}).get(first, [])
+        }),  # fmt: skip
         **metrics,
     }
 
@@ -593,6 +598,47 @@ def per_seed_table(runs: pd.DataFrame) -> pd.DataFrame:
         ["D_A", "D_B", "strategy", "seed"])
 
 
+def replay_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Replay strategies: D_A after the last stage, the replayed facts apart from the rest,
+    beside No Mixing on the same other facts. A replayed fact is trained on again, so
+    retention that comes only from the replayed facts is not protection of what was not
+    replayed; the paired table counts both alike."""
+    rows = []
+    for (d_a, d_b, variant), part in runs.groupby(["d_a", "d_b", "variant"], sort=False):
+        baseline = {r.seed: r.da_verdicts or {} for r in part.itertuples()
+                    if r.strategy == BASELINE}  # fmt: skip
+        replay_runs = part[part["da_replayed"].map(bool)]
+        for strategy, runs_of in replay_runs.groupby("strategy", sort=False):
+            replayed = [0, 0]  # kept, facts
+            others, twins = [0, 0], [0, 0]
+            for run in runs_of.itertuples():
+                verdicts, chosen = run.da_verdicts or {}, set(run.da_replayed)
+                replayed[0] += sum(verdicts.get(k, False) for k in chosen)
+                replayed[1] += len(chosen)
+                rest = [k for k in verdicts if k not in chosen]
+                others[0] += sum(verdicts[k] for k in rest)
+                others[1] += len(rest)
+                twin = baseline.get(run.seed) or {}
+                if set(twin) == set(verdicts):
+                    twins[0] += sum(twin[k] for k in rest)
+                    twins[1] += len(rest)
+            rows.append({
+                "D_A": d_a, "D_B": d_b,
+                "strategy": strategy + (f" [{variant}]" if variant else ""),
+                "seeds": len(runs_of),
+                "replayed facts kept": _kept(replayed),
+                "other facts kept": _kept(others),
+                "No Mixing, the same other facts": _kept(twins) if twins[1] else "no twin",
+            })  # fmt: skip
+    table = pd.DataFrame(rows)
+    return table.set_index(["D_A", "D_B", "strategy"]) if not table.empty else table
+
+
+def _kept(counts: list[int]) -> str:
+    kept, facts = counts
+    return f"{kept} / {facts} ({100 * kept / facts:.1f}%)" if facts else "-"
+
+
 def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
                  paper: str | Path | None = None) -> Path:  # fmt: skip
     """Tables (md, csv, tex), figures (png) and report.html under `out`; returns the page.
@@ -618,6 +664,9 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         by_seed = per_seed_table(runs)
         if by_seed.index.get_level_values("seed").nunique() > 1:
             tables["The same, seed by seed (D_A after the last stage, %)"] = by_seed
+    replays = replay_table(runs)
+    if not replays.empty:
+        tables["Replay: D_A after the last stage, replayed facts apart from the rest"] = replays
     if paper is not None:
         published = load_paper_numbers(paper_numbers_path(paper))
         versus = paper_vs_ours(two_stage, published)
