@@ -18,6 +18,7 @@ GRIDS = ("cells-popqa", "cells-triviaqa", "cells-kvr")
 VERSUS = "Paper vs ours: D_A after stage 2 (%)"
 PAIRED = "D_A after the last stage: each strategy minus No Mixing, fact by fact"
 SEEDS = "The same, seed by seed (D_A after the last stage, %)"
+REPLAY = "Replay: D_A after the last stage, replayed facts apart from the rest"
 
 
 def section(report: str, title: str) -> str:
@@ -50,7 +51,9 @@ def main() -> None:
         titled = [("**Paper vs ours** (D_A after stage 2, %)", versus),
                   ("**Each strategy minus No Mixing, fact by fact** (D_A after stage 2)",
                    section(report, PAIRED)),
-                  ("**The same, seed by seed** (%)", section(report, SEEDS))]  # fmt: skip
+                  ("**The same, seed by seed** (%)", section(report, SEEDS)),
+                  ("**Replay: the replayed facts apart from the rest** (D_A after stage 2)",
+                   section(report, REPLAY))]  # fmt: skip
         parts = [part for title, table in titled if table for part in (title, table)]
         if f"<!-- {grid}" in doc_text:  # a report without a table gets no empty heading
             doc_text = replace_block(doc_text, grid, "\n\n".join(parts))
