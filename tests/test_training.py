@@ -190,12 +190,13 @@ def test_memory_trim_after_every_step_changes_nothing_trained(
             model,
             tokenizer,
             key_value_recall(10, 0),
-            TrainingConfig(**FAST, trim_memory=trim),
+            TrainingConfig(**FAST, trim_memory=trim, micro_batch_size=2),
             StopRule(epochs=2),
             tmp_path / f"w{trim}",
             seed=3,
         )
-        assert len(calls) == (out.steps if trim else 0)
+        # after every micro-batch: 2 epochs of batches of 4, 4 and 2 examples, in twos
+        assert len(calls) == (2 * (2 + 2 + 1) if trim else 0)
         curves[trim] = [h["loss"] for h in out.loss_curve]
     assert out.steps == 6 and curves[True] == curves[False]
 

@@ -197,7 +197,7 @@ def release_freed_memory() -> bool:
     Written by hand because neither torch nor transformers offers it: on the CPU, torch
     allocates tensors with malloc, and glibc raises its mmap threshold after large frees, so
     when batch lengths vary from step to step freed activations stay in the process and RSS
-    grows by GBs a stage (BENCHMARKS.md). One trim per optimizer step returns them, without
+    grows by GBs a stage (BENCHMARKS.md). One trim per micro-batch returns them, without
     `MALLOC_TRIM_THRESHOLD_=0`'s cost of trimming on every free.
     """
     trim = _malloc_trim()
@@ -214,7 +214,11 @@ def trims_memory(setting: str | bool) -> bool:
 
 
 class _TrimMemoryCallback(TrainerCallback):
-    """Returns freed memory to the OS after every optimizer step (`training.trim_memory`)."""
+    """Returns freed memory to the OS after every micro-batch (`training.trim_memory`): with
+    gradient accumulation, the micro-batches of one step differ in length too."""
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        release_freed_memory()
 
     def on_step_end(self, args, state, control, **kwargs):
         release_freed_memory()

@@ -88,7 +88,7 @@ class TrainingConfig(_Strict):
     trim_memory: Literal["auto", True, False] = Field(
         "auto",
         description="Return the memory glibc's malloc keeps after frees to the OS after every "
-        "optimizer step (malloc_trim). Batches of varying length otherwise grow a CPU run's "
+        "micro-batch (malloc_trim). Batches of varying length otherwise grow a CPU run's "
         "RSS by many GB (BENCHMARKS.md). auto: on when training on the CPU. Results do not "
         "depend on it.",
     )
