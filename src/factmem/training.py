@@ -32,6 +32,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from factmem.atomic import crash_point
 from factmem.batching import make_collator
+from factmem.chunked_loss import chunked_answer_loss
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.distributed import world_size
@@ -67,9 +68,11 @@ class _StageTrainer(Trainer):
     """Trainer that logs the exact (unrounded) mean task loss of every optimizer step and
     adds the penalties of continual-learning plugins (src/factmem/methods.py)."""
 
-    def __init__(self, *args, plugins: Sequence[Plugin] = (), **kwargs):
+    def __init__(self, *args, plugins: Sequence[Plugin] = (), loss_chunk_tokens: int | None = None,
+                 **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
         self.plugins = list(plugins)
+        self.loss_chunk_tokens = loss_chunk_tokens
         self._step_loss = self._step_penalty = self._batch_penalty = 0.0
         self._micro_batches = 0
 
@@ -89,6 +92,10 @@ class _StageTrainer(Trainer):
             self._save(output_dir or self.args.output_dir, state_dict=state_dict)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_chunk_tokens and not return_outputs:  # plugins are refused with it
+            with self.accelerator.autocast():
+                return chunked_answer_loss(model, inputs, self.loss_chunk_tokens,
+                                           num_items_in_batch)  # fmt: skip
         if not self.plugins:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
@@ -392,6 +399,9 @@ def train_stage(
     )
     if needs_check and epoch_check is None:
         raise ValueError(f"the stop rule ({rule.describe()}) needs an epoch_check")
+    if cfg.loss_chunk_tokens and plugins:
+        raise ConfigError("training.loss_chunk_tokens does not combine with a regularizer "
+                          "(l2 / ewc / lwf) yet: they hook into the model's own loss")  # fmt: skip
     sharded = fsdp_launch()
     if sharded and (needs_check or probe):
         raise ConfigError(
@@ -413,6 +423,7 @@ def train_stage(
         + ([_ProbeCallback(lambda: probe(model), probe_every_steps)] if probe else [])
         + ([_TrimMemoryCallback()] if trims_memory(cfg.trim_memory) else []),
         plugins=plugins,
+        loss_chunk_tokens=cfg.loss_chunk_tokens,
     )
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:

@@ -85,6 +85,14 @@ class TrainingConfig(_Strict):
         description="Save a resumable trainer checkpoint every N epochs (0: never). A killed "
         "stage resumes from the latest one.",
     )
+    loss_chunk_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Compute the loss on answer tokens only, N at a time, each chunk's output "
+        "head recomputed in backward (src/factmem/chunked_loss.py): a batch never holds all "
+        "its logits, a large share of a step's memory with long answers (GSM8K, EvolCode). "
+        "The same loss and gradients up to float rounding. Default: the model's own loss.",
+    )
     trim_memory: Literal["auto", True, False] = Field(
         "auto",
         description="Return the memory glibc's malloc keeps after frees to the OS after every "
