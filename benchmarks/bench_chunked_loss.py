@@ -1,5 +1,6 @@
 """Peak memory and time of training steps on long answers: the model's own loss against
-`training.loss_chunk_tokens` (the head and cross-entropy on answer tokens, chunk by chunk).
+`training.loss_chunk_tokens` (the head and cross-entropy on answer tokens, chunk by chunk)
+and against gradient checkpointing (`training.trainer_args.gradient_checkpointing`).
 
 Found when KVR -> EvolCode stages were OOM-killed on a 24 GB machine: a batch of 32 EvolCode
 answers reached 23 GB (seed 0) or more (seeds 1-2) in one step. Each variant runs in its
@@ -20,10 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = (("model's own loss", None), ("loss_chunk_tokens: 1024", 1024))
+VARIANTS = {  # label -> TrainingConfig settings
+    "model's own loss": {},
+    "loss_chunk_tokens: 1024": {"loss_chunk_tokens": 1024},
+    "gradient checkpointing": {"trainer_args": {"gradient_checkpointing": True}},
+}
 
 
-def workload(data_dir: str, examples: int, chunk: int | None) -> None:
+def workload(data_dir: str, examples: int, label: str) -> None:
     from factmem.config import StopRule, TrainingConfig
     from factmem.data.registry import load_examples
     from factmem.models import load_model, load_tokenizer, resolve_model
@@ -33,7 +38,7 @@ def workload(data_dir: str, examples: int, chunk: int | None) -> None:
     tokenizer = load_tokenizer(path)
     model = load_model(path, tokenizer)
     data = load_examples("evolcode", examples, 1, path=f"{data_dir}/evolcode")
-    cfg = TrainingConfig(batch_size=examples, checkpoint_every_epochs=0, loss_chunk_tokens=chunk)
+    cfg = TrainingConfig(batch_size=examples, checkpoint_every_epochs=0, **VARIANTS[label])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         out = train_stage(model, tokenizer, data, cfg, StopRule(epochs=2), Path(work), seed=0,
@@ -51,9 +56,9 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=16, help="EvolCode answers a batch")
     args = parser.parse_args()
     rows = []
-    for label, chunk in VARIANTS:
+    for label in VARIANTS:
         command = [sys.executable, __file__, "--workload", args.data_dir, str(args.examples),
-                   str(chunk or 0)]  # fmt: skip
+                   label]  # fmt: skip
         out = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append((label, json.loads(out.stdout.strip().splitlines()[-1])))
         result = rows[-1][1]
@@ -68,6 +73,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--workload":
-        workload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) or None)
+        workload(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
         main()
