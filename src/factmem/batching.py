@@ -93,13 +93,22 @@ def packed_batch(features: list[dict], rows: list[list[int]], pad_id: int) -> di
             "use_cache": False}  # fmt: skip
 
 
+def answer_targets(batch: dict) -> torch.Tensor:
+    """Next-token targets aligned with the model's output columns, as the batch lays them
+    out: labels already shifted and cut to answer columns (`answer_columns_only`), or the
+    labels shifted here."""
+    if batch.get("shift_labels") is not None:
+        return batch["shift_labels"]
+    return F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
 def answer_columns_only(batch: dict) -> dict:
     """Ask the model for logits only at columns whose next token is an answer token.
 
     Labels are handed over already shifted (`shift_labels`) and cut to those columns; the
     loss is the same mean over the same targets.
     """
-    targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+    targets = answer_targets(batch)  # no shift_labels yet: the labels shifted
     keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     if len(keep) == 0:
         return batch

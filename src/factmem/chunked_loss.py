@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from factmem.batching import answer_targets
 from factmem.data.example import IGNORE_INDEX
 
 
@@ -43,14 +44,6 @@ def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                 targets: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Summed cross-entropy of one chunk (logits upcast to fp32, as transformers' loss does)."""
     return F.cross_entropy(F.linear(hidden, weight, bias).float(), targets, reduction="sum")
-
-
-def answer_targets(inputs: dict) -> torch.Tensor:
-    """Next-token targets aligned with the model's output columns: the collator's shifted,
-    column-trimmed labels, or the labels shifted here."""
-    if inputs.get("shift_labels") is not None:
-        return inputs["shift_labels"]
-    return F.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
 
 
 def chunked_answer_loss(

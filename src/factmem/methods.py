@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from factmem.atomic import write_dir_atomic
+from factmem.batching import answer_targets
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.distributed import is_main
 from factmem.sharding import flat_shards, local_slice
@@ -152,9 +153,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.
 
 def answer_mask(inputs: dict) -> torch.Tensor:
     """Positions of the logits that predict an answer token (as the batch lays them out)."""
-    if "shift_labels" in inputs:  # logits only at answer columns, labels already shifted
-        return inputs["shift_labels"] != IGNORE_INDEX
-    return F.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX) != IGNORE_INDEX
+    return answer_targets(inputs) != IGNORE_INDEX
 
 
 def _trainable(model: PreTrainedModel):
