@@ -29,8 +29,10 @@ def _config(name, seed, d_b="kvr_id", stage2=None, stage1=None, stages=2, tags=N
     return load_config({"name": name, "seed": seed, "stages": stage_list, "tags": tags or {}})
 
 
-def _write_run(root: Path, config, da: list[float], db: float = 1.0) -> None:
-    """A finished run as the pipeline leaves it: config.yaml, stage records, results.json."""
+def _write_run(root: Path, config, da: list[float], db: float = 1.0,
+               stage1: tuple[str, list[float]] | None = None) -> None:  # fmt: skip
+    """A finished run as the pipeline leaves it: config.yaml, stage records, results.json;
+    `stage1`: its first stage's fingerprint and training losses."""
     run = root / config.name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(config_to_yaml(config))
@@ -45,6 +47,9 @@ def _write_run(root: Path, config, da: list[float], db: float = 1.0) -> None:
             train_tokens=100, response_tokens=20, tokens_per_s=100.0,
             mixture={"factoids": 8}, shared_from=None, accuracy=accuracy,
         ))  # fmt: skip
+    if stage1 is not None:
+        stages[0].fingerprint = stage1[0]
+        stages[0].loss_curve = [{"step": k + 1, "loss": v} for k, v in enumerate(stage1[1])]
     for record in stages:
         RunFolder(run).stage(record.index).path.mkdir()
         record.write(RunFolder(run).stage(record.index).record)
@@ -139,11 +144,12 @@ def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, caps
 
 
 def _write_paired_run(root: Path, name: str, seed: int, kept: list[int], strategy: str,
-                     stage2=None, facts: int = 20, reverse: bool = False) -> None:
+                     stage2=None, facts: int = 20, reverse: bool = False,
+                     stage1: tuple[str, list[float]] | None = None) -> None:  # fmt: skip
     """A finished KVR run whose final predictions keep exactly the facts `kept` (written in
     reverse order with `reverse`: facts are paired by identity, never by position)."""
     config = _config(name, seed, stage2=stage2, tags={"strategy": strategy, "seed": str(seed)})
-    _write_run(root, config, [1.0, len(kept) / facts])
+    _write_run(root, config, [1.0, len(kept) / facts], stage1=stage1)
     rows = [{"prompt": f"seed {seed} fact {i}", "gold": "x", "answers": ["x"], "output": "x",
              "correct": i in kept, "method": "generated"} for i in range(facts)]  # fmt: skip
     rows = rows[::-1] if reverse else rows
@@ -198,6 +204,30 @@ def test_a_run_without_a_no_mixing_twin_is_counted_in_the_paired_table(paired_di
     left_out = table["left out (no No Mixing twin with the same facts)"]
     assert left_out.loc[("kvr", "kvr_id", "Random/-")] == 1
     assert table.loc[("kvr", "kvr_id", "Random/-"), "seeds"] == 3
+
+
+def test_pairs_whose_shared_stage_1_was_trained_apart_are_counted(tmp_path):
+    """-/Generic shares stage 1 with No Mixing by fingerprint: trained once (the same losses)
+    the pair starts from one model; trained again elsewhere (other losses) it does not."""
+    from factmem.report import paired_table
+
+    root = tmp_path / "apart"
+    generic = {"mixing": {"source": "generic", "corpus": "local", "path": "x.zip"}}
+    for seed in range(3):
+        one = (f"stage1-s{seed}", [2.0, 1.0, 0.5])
+        other = (one[0], [2.0, 1.0, 0.5 + 0.01 * (seed < 2)])  # seeds 0 and 1: trained apart
+        _write_paired_run(root, f"none-s{seed}", seed, list(range(10)), "No Mixing", stage1=one)
+        _write_paired_run(root, f"generic-s{seed}", seed, list(range(15)), "-/Generic",
+                          stage2=generic, stage1=other)  # fmt: skip
+        _write_paired_run(root, f"random-s{seed}", seed, list(range(20)), "Random/-",
+                          stage1=(f"mixed-s{seed}", [3.0, 2.0]))  # fmt: skip
+    table = paired_table(collect_runs(root))
+    apart = table["seeds whose shared stage 1 was trained apart"]
+    assert apart.loc[("kvr", "kvr_id", "-/Generic")] == 2
+    assert apart.loc[("kvr", "kvr_id", "Random/-")] == 0  # its own stage 1: nothing shared
+    assert table.loc[("kvr", "kvr_id", "-/Generic"), "seeds"] == 3  # counted, not dropped
+    shutil.rmtree(root / "generic-s0"), shutil.rmtree(root / "generic-s1")
+    assert "trained apart" not in " ".join(paired_table(collect_runs(root)).columns)
 
 
 def test_each_seed_is_shown_beside_its_no_mixing_twin(paired_dir):

@@ -125,6 +125,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         else None,  # fmt: skip
         "replay": replay[0] if replay else None,
         "curve": curve,
+        "earlier_stages": earlier_stages(results),
         "da_verdicts": final_verdicts(run_dir, len(results.stages), first),
         "da_replayed": sorted({
             key for r in results.stages
@@ -133,6 +134,20 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         }),  # fmt: skip
         **metrics,
     }
+
+
+def earlier_stages(results: RunResults) -> list[tuple[str, tuple[float, ...]]]:
+    """(fingerprint, training losses) of every stage before the last: what tells whether two
+    runs of a pair start their last stage from one model."""
+    return [(r.fingerprint, tuple(p["loss"] for p in r.loss_curve if "loss" in p))
+            for r in results.stages[:-1]]  # fmt: skip
+
+
+def trained_apart(ours: list, twin: list) -> bool:
+    """True when a stage the two runs share by fingerprint was trained twice with different
+    losses (on two machines: the same config and seed give slightly different models), so
+    the pair compares two different starting models, not one."""
+    return any(a[0] == b[0] and a[1] != b[1] for a, b in zip(ours, twin, strict=False))
 
 
 def continual_metrics(matrix: list[list[float | None]]) -> dict[str, float | None]:
@@ -322,16 +337,18 @@ def paired_rows(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keys = ["d_a", "d_b", "variant"]
     for (d_a, d_b, variant), part in runs.groupby(keys, sort=False):
-        baseline = {r.seed: r.da_verdicts for r in part.itertuples() if r.strategy == BASELINE}
+        baseline = {r.seed: r for r in part.itertuples() if r.strategy == BASELINE}
         for strategy, runs_of in part[part["strategy"] != BASELINE].groupby("strategy",
                                                                            sort=False):  # fmt: skip
-            pairs, unpaired = [], 0
+            pairs, unpaired, apart = [], 0, 0
             for run in runs_of.itertuples():
-                twin = baseline.get(run.seed) or {}
+                twin_run = baseline.get(run.seed)
+                twin = (twin_run.da_verdicts or {}) if twin_run is not None else {}
                 ours = run.da_verdicts or {}
                 if not ours or set(ours) != set(twin):
                     unpaired += 1
                     continue
+                apart += trained_apart(run.earlier_stages, twin_run.earlier_stages)
                 facts = sorted(ours)
                 pairs.append(([ours[f] for f in facts], [twin[f] for f in facts]))
             if not pairs:
@@ -343,7 +360,7 @@ def paired_rows(runs: pd.DataFrame) -> pd.DataFrame:
                          "high": result.high, "kept only with it": result.only_strategy,
                          "kept only without": result.only_baseline,
                          "p (McNemar)": result.p_value, "verdict": result.verdict,
-                         "unpaired seeds": unpaired})  # fmt: skip
+                         "unpaired seeds": unpaired, "trained apart": apart})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -366,6 +383,8 @@ def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
     if rows["unpaired seeds"].any():  # runs left out of the comparison are shown, not hidden
         out["left out (no No Mixing twin with the same facts)"] = rows["unpaired seeds"]
+    if rows["trained apart"].any():  # pairs that do not start from one model are named
+        out["seeds whose shared stage 1 was trained apart"] = rows["trained apart"]
     return out.set_index(["D_A", "D_B", "strategy"])
 
 
@@ -688,7 +707,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         write_text_atomic(out / f"{stem}.tex", to_latex(table, title))
         markdown += [f"## {title}\n", to_markdown(table), ""]
     write_text_atomic(out / "cells.csv", aggregate(runs).to_csv(index=False))
-    write_text_atomic(out / "runs.csv", runs.to_csv(index=False))
+    write_text_atomic(out / "runs.csv", runs.drop(columns=["earlier_stages"]).to_csv(index=False))
     figs = figures(runs, out)
     markdown += [f"![{title}]({path.name})\n" for title, path in figs.items()]
     write_text_atomic(out / "report.md", "\n".join(markdown) + "\n")
