@@ -30,9 +30,11 @@ def _config(name, seed, d_b="kvr_id", stage2=None, stage1=None, stages=2, tags=N
 
 
 def _write_run(root: Path, config, da: list[float], db: float = 1.0,
-               stage1: tuple[str, list[float]] | None = None) -> None:  # fmt: skip
+               stage1: tuple[str, list[float]] | None = None,
+               curve: list[float] | None = None) -> None:  # fmt: skip
     """A finished run as the pipeline leaves it: config.yaml, stage records, results.json;
-    `stage1`: its first stage's fingerprint and training losses."""
+    `stage1`: its first stage's fingerprint and training losses; `curve`: D_A after each
+    epoch of the last stage (from epoch 0)."""
     run = root / config.name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(config_to_yaml(config))
@@ -50,6 +52,9 @@ def _write_run(root: Path, config, da: list[float], db: float = 1.0,
     if stage1 is not None:
         stages[0].fingerprint = stage1[0]
         stages[0].loss_curve = [{"step": k + 1, "loss": v} for k, v in enumerate(stage1[1])]
+    if curve is not None:
+        stages[-1].curve = [{"step": k, "epoch": float(k), names[0]: v}
+                            for k, v in enumerate(curve)]  # fmt: skip
     for record in stages:
         RunFolder(run).stage(record.index).path.mkdir()
         record.write(RunFolder(run).stage(record.index).record)
@@ -228,6 +233,29 @@ def test_pairs_whose_shared_stage_1_was_trained_apart_are_counted(tmp_path):
     assert table.loc[("kvr", "kvr_id", "-/Generic"), "seeds"] == 3  # counted, not dropped
     shutil.rmtree(root / "generic-s0"), shutil.rmtree(root / "generic-s1")
     assert "trained apart" not in " ".join(paired_table(collect_runs(root)).columns)
+
+
+def test_forgetting_curves_are_tabled_per_variant(tmp_path):
+    """Two learning rates of No Mixing are two rows (not pooled), each the mean over its
+    seeds, with the first epoch at which D_A is 0."""
+    from factmem.report import curve_table
+
+    root = tmp_path / "curves"
+    fast = [[1.0, 0.5, 0.0, 0.0], [1.0, 0.25, 0.25, 0.0]]  # first mean 0 at epoch 3
+    for seed, values in enumerate(fast):
+        _write_run(root, _config(f"fast-s{seed}", seed, tags={"lr": "3e-4"}), [1.0, 0.0],
+                   curve=values)  # fmt: skip
+    _write_run(root, _config("slow-s0", 0, tags={"lr": "1e-4"}), [1.0, 0.5],
+               curve=[1.0, 0.75, 0.5, 0.5])  # fmt: skip
+    table = curve_table(collect_runs(root)).reset_index().set_index("strategy")
+    assert table.loc["No Mixing [lr=3e-4]", ["seeds", "epoch 1", "epoch 2", "epoch 3"]].tolist() \
+        == [2, "37.5", "12.5", "0.0"]
+    assert table.loc["No Mixing [lr=3e-4]", "first epoch at 0%"] == "3"
+    assert table.loc["No Mixing [lr=1e-4]", ["epoch 3", "first epoch at 0%"]].tolist() == \
+        ["50.0", "never"]
+    page = write_report(root, tmp_path / "report")
+    assert "D_A during the last stage" in (page.parent / "report.md").read_text()
+    assert (page.parent / "curves.png").is_file()
 
 
 def test_each_seed_is_shown_beside_its_no_mixing_twin(paired_dir):

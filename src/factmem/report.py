@@ -532,15 +532,9 @@ def _retention_curves(runs: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    runs = runs.assign(strategy=_labels(runs))  # variants (e.g. two learning rates) apart
     for (d_a, d_b, strategy), part in runs.groupby(["d_a", "d_b", "strategy"], sort=False):
-        points = pd.DataFrame([p for c in part["curve"] for p in c], columns=["epoch", "v"])
-        stats = (
-            points.assign(epoch=points["epoch"].round(2))
-            .groupby("epoch")["v"]
-            .agg(["mean", "std"])
-            .fillna(0.0)
-            * 100
-        )
+        stats = _curve_points(part).agg(["mean", "std"]).fillna(0.0) * 100
         ax.plot(stats.index, stats["mean"], marker=".", label=f"{strategy}: {d_a} -> {d_b}")
         ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
                         alpha=0.15)  # fmt: skip
@@ -549,6 +543,32 @@ def _retention_curves(runs: pd.DataFrame, path: Path) -> Path:
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _curve_points(part: pd.DataFrame):
+    """The runs' forgetting curves, grouped by epoch (rounded: seeds' epochs line up)."""
+    points = pd.DataFrame([p for c in part["curve"] for p in c], columns=["epoch", "v"])
+    return points.assign(epoch=points["epoch"].round(2)).groupby("epoch")["v"]
+
+
+CURVE_EPOCHS = (0, 1, 2, 3, 5, 10, 15, 20, 30, 40)
+
+
+def curve_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The forgetting curves as numbers: D_A (%, mean over seeds) during the last stage at
+    a few epochs, and the first epoch at which it is 0 (the figure shows every point)."""
+    rows = []
+    runs = runs[runs["curve"].map(len) > 0]
+    for (d_a, d_b, label), part in runs.assign(label=_labels(runs)).groupby(
+            ["d_a", "d_b", "label"], sort=False):  # fmt: skip
+        means = _curve_points(part).mean() * 100
+        row = {"D_A": d_a, "D_B": d_b, "strategy": label, "seeds": len(part)}
+        row |= {f"epoch {e:g}": f"{means[e]:.1f}" for e in CURVE_EPOCHS if e in means.index}
+        zero = means[means == 0]
+        row["first epoch at 0%"] = f"{zero.index[0]:g}" if len(zero) else "never"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.set_index(["D_A", "D_B", "strategy"]).fillna("") if rows else table
 
 
 def _stage_bars(runs: pd.DataFrame, path: Path) -> Path:
@@ -683,6 +703,9 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         by_seed = per_seed_table(runs)
         if by_seed.index.get_level_values("seed").nunique() > 1:
             tables["The same, seed by seed (D_A after the last stage, %)"] = by_seed
+    curves = curve_table(runs)
+    if not curves.empty:
+        tables["D_A during the last stage (%), from evaluation.curve_every_steps"] = curves
     replays = replay_table(runs)
     if not replays.empty:
         tables["Replay: D_A after the last stage, replayed facts apart from the rest"] = replays
