@@ -31,10 +31,11 @@ def _config(name, seed, d_b="kvr_id", stage2=None, stage1=None, stages=2, tags=N
 
 def _write_run(root: Path, config, da: list[float], db: float = 1.0,
                stage1: tuple[str, list[float]] | None = None,
-               curve: list[float] | None = None) -> None:  # fmt: skip
+               curve: list[float] | None = None,
+               losses: list[tuple[float, float]] | None = None) -> None:  # fmt: skip
     """A finished run as the pipeline leaves it: config.yaml, stage records, results.json;
     `stage1`: its first stage's fingerprint and training losses; `curve`: D_A after each
-    epoch of the last stage (from epoch 0)."""
+    epoch of the last stage (from epoch 0); `losses`: its (epoch, training loss) points."""
     run = root / config.name
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(config_to_yaml(config))
@@ -52,6 +53,9 @@ def _write_run(root: Path, config, da: list[float], db: float = 1.0,
     if stage1 is not None:
         stages[0].fingerprint = stage1[0]
         stages[0].loss_curve = [{"step": k + 1, "loss": v} for k, v in enumerate(stage1[1])]
+    if losses is not None:
+        stages[-1].loss_curve = [{"step": k + 1, "epoch": e, "loss": v}
+                                 for k, (e, v) in enumerate(losses)]  # fmt: skip
     if curve is not None:
         stages[-1].curve = [{"step": k, "epoch": float(k), names[0]: v}
                             for k, v in enumerate(curve)]  # fmt: skip
@@ -256,6 +260,29 @@ def test_forgetting_curves_are_tabled_per_variant(tmp_path):
     page = write_report(root, tmp_path / "report")
     assert "D_A during the last stage" in (page.parent / "report.md").read_text()
     assert (page.parent / "curves.png").is_file()
+
+
+def test_a_non_factoid_d_b_gets_its_last_epoch_training_loss(tmp_path):
+    """GSM8K has no exact match: the table shows the mean loss of the last epoch's steps
+    (a mixed stage takes several steps an epoch), mean ± std over seeds."""
+    from factmem.report import LOSS_TITLE, loss_table
+
+    root = tmp_path / "loss"
+    random = {"mixing": {"source": "random_words", "words": 10}}
+    for seed, last in enumerate((0.01, 0.03)):
+        _write_run(root, _config(f"none-s{seed}", seed, d_b="gsm8k"), [1.0, 0.0],
+                   losses=[(1.0, 2.0), (2.0, last)])  # fmt: skip
+    _write_run(root, _config("random-s0", 0, d_b="gsm8k", stage1=random), [1.0, 0.0],
+               losses=[(0.5, 3.0), (1.0, 2.0), (1.5, 0.2), (2.0, 0.4)])  # fmt: skip
+    table = loss_table(collect_runs(root))
+    assert table.index.get_level_values("strategy").tolist() == ["No Mixing", "Random/-"]
+    assert table["training loss, last epoch"].tolist() == ["0.02 ± 0.014", "0.3"]
+    write_report(root, tmp_path / "report")
+    assert LOSS_TITLE in (tmp_path / "report" / "report.md").read_text()
+    kvr_only = tmp_path / "kvr"
+    _write_run(kvr_only, _config("none-s0", 0), [1.0, 0.5], losses=[(1.0, 0.1)])
+    write_report(kvr_only, tmp_path / "report2")
+    assert LOSS_TITLE not in (tmp_path / "report2" / "report.md").read_text()
 
 
 def test_each_seed_is_shown_beside_its_no_mixing_twin(paired_dir):

@@ -125,6 +125,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         else None,  # fmt: skip
         "replay": replay[0] if replay else None,
         "curve": curve,
+        "last_loss": _last_loss(results.stages[-1].loss_curve),
         "earlier_stages": earlier_stages(results),
         "da_verdicts": final_verdicts(run_dir, len(results.stages), first),
         "da_replayed": sorted({
@@ -134,6 +135,16 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         }),  # fmt: skip
         **metrics,
     }
+
+
+def _last_loss(loss_curve: list[dict]) -> float | None:
+    """Mean training loss over the steps of the stage's last epoch (a mixed or replay stage
+    takes several steps an epoch, each on a part of the mixture)."""
+    points = [p for p in loss_curve if "loss" in p and "epoch" in p]
+    if not points:
+        return None
+    last = [p["loss"] for p in points if p["epoch"] > points[-1]["epoch"] - 1 + 1e-6]
+    return sum(last) / len(last)
 
 
 def earlier_stages(results: RunResults) -> list[tuple[str, tuple[float, ...]]]:
@@ -571,6 +582,29 @@ def curve_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.set_index(["D_A", "D_B", "strategy"]).fillna("") if rows else table
 
 
+LOSS_TITLE = "The last stage's training loss in its last epoch (non-factoid D_B: no exact match)"
+
+
+def loss_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The last stage's training loss over its last epoch, mean ± std over seeds: a
+    non-factoid D_B has no exact match, and this is what says it was learned."""
+    rows = []
+    runs = runs.dropna(subset=["last_loss"])
+    for (d_a, d_b, label), part in runs.assign(label=_labels(runs)).groupby(
+            ["d_a", "d_b", "label"], sort=False):  # fmt: skip
+        losses = part["last_loss"].astype(float)
+        text = f"{losses.mean():.3g}" + (f" ± {losses.std():.2g}" if len(losses) > 1 else "")
+        rows.append({"D_A": d_a, "D_B": d_b, "strategy": label, "seeds": len(part),
+                     "training loss, last epoch": text})  # fmt: skip
+    if not rows:
+        return pd.DataFrame(rows)
+    order = {pair: i for i, pair in enumerate(_ordered((r["D_A"], r["strategy"]) for r in rows))}
+    d_as = list(dict.fromkeys(r["D_A"] for r in rows))
+    rows = sorted(rows, key=lambda r: (d_as.index(r["D_A"]), r["D_B"],
+                                       order[r["D_A"], r["strategy"]]))  # fmt: skip
+    return pd.DataFrame(rows).set_index(["D_A", "D_B", "strategy"])
+
+
 def _stage_bars(runs: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -696,6 +730,9 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         }
     if not multi.empty:
         tables["D_A exact match after each stage, runs of 3+ stages (%)"] = stage_table(multi)
+    losses = loss_table(two_stage[two_stage["d_b"].map(_group) == "non-factoid"])
+    if not losses.empty:
+        tables[LOSS_TITLE] = losses
     tables["Continual-learning summary over the scored sets (%)"] = summary_table(runs)
     paired = paired_table(runs)
     if not paired.empty:
@@ -730,7 +767,8 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         write_text_atomic(out / f"{stem}.tex", to_latex(table, title))
         markdown += [f"## {title}\n", to_markdown(table), ""]
     write_text_atomic(out / "cells.csv", aggregate(runs).to_csv(index=False))
-    write_text_atomic(out / "runs.csv", runs.drop(columns=["earlier_stages"]).to_csv(index=False))
+    write_text_atomic(out / "runs.csv",
+                      runs.drop(columns=["earlier_stages", "last_loss"]).to_csv(index=False))
     figs = figures(runs, out)
     markdown += [f"![{title}]({path.name})\n" for title, path in figs.items()]
     write_text_atomic(out / "report.md", "\n".join(markdown) + "\n")
