@@ -34,6 +34,7 @@ GRIDS = {
     "cells-popqa": (VERSUS, PAIRED, SEEDS, REPLAY),
     "cells-triviaqa": (VERSUS, PAIRED, SEEDS, REPLAY),
     "cells-kvr": (VERSUS, PAIRED, SEEDS, REPLAY),
+    "cells-popqa-model": (PAIRED, SEEDS),
     "cells-popqa-steps": (PAIRED, SEEDS),
     "kvr-floor": (CURVES, LOSS),
 }
