@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from factmem.report import CURVE_TITLE, LOSS_TITLE
+
 ROOT = Path(__file__).resolve().parents[1]
 VERSUS = "Paper vs ours: D_A after stage 2 (%)"
 PAIRED = "D_A after the last stage: each strategy minus No Mixing, fact by fact"
 SEEDS = "The same, seed by seed (D_A after the last stage, %)"
 REPLAY = "Replay: D_A after the last stage, replayed facts apart from the rest"
-CURVES = "D_A during the last stage (%), from evaluation.curve_every_steps"
-LOSS = "The last stage's training loss in its last epoch (non-factoid D_B: no exact match)"
+CURVES, LOSS = CURVE_TITLE, LOSS_TITLE  # the report's own section titles
 TITLES = {
     VERSUS: "**Paper vs ours** (D_A after stage 2, %)",
     PAIRED: "**Each strategy minus No Mixing, fact by fact** (D_A after stage 2)",

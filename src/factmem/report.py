@@ -583,6 +583,7 @@ def curve_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 LOSS_TITLE = "The last stage's training loss in its last epoch (non-factoid D_B: no exact match)"
+CURVE_TITLE = "D_A during the last stage (%), from evaluation.curve_every_steps"
 
 
 def loss_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -742,7 +743,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
             tables["The same, seed by seed (D_A after the last stage, %)"] = by_seed
     curves = curve_table(runs)
     if not curves.empty:
-        tables["D_A during the last stage (%), from evaluation.curve_every_steps"] = curves
+        tables[CURVE_TITLE] = curves
     replays = replay_table(runs)
     if not replays.empty:
         tables["Replay: D_A after the last stage, replayed facts apart from the rest"] = replays
