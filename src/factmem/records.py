@@ -77,11 +77,14 @@ class StageOutcome(_Record):
     probe_curve: list[dict] = field(default_factory=list)
     mixture: dict = field(default_factory=dict)
     shared_from: str | None = None
+    attention: dict[str, int] = field(default_factory=dict)  # kernel -> batches it trained
 
     def to_json(self) -> dict:
         data = asdict(self)
         if data["shared_from"] is None:  # only a shared stage's file names its origin
             del data["shared_from"]
+        if not data["attention"]:  # files written before the kernel was chosen per batch
+            del data["attention"]
         return data
 
 

@@ -38,6 +38,7 @@ from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.distributed import world_size
 from factmem.errors import ConfigError
 from factmem.integrity import checkpoint_problem
+from factmem.kernels import AttentionSwitch
 from factmem.methods import Plugin
 from factmem.records import StageOutcome
 from factmem.sharding import (
@@ -69,9 +70,10 @@ class _StageTrainer(Trainer):
     adds the penalties of continual-learning plugins (src/factmem/methods.py)."""
 
     def __init__(self, *args, plugins: Sequence[Plugin] = (), loss_chunk_tokens: int | None = None,
-                 **kwargs):  # fmt: skip
+                 attention: AttentionSwitch | None = None, **kwargs):  # fmt: skip
         super().__init__(*args, **kwargs)
         self.plugins = list(plugins)
+        self.attention = attention
         self.loss_chunk_tokens = loss_chunk_tokens
         self._step_loss = self._step_penalty = self._batch_penalty = 0.0
         self._micro_batches = 0
@@ -92,6 +94,8 @@ class _StageTrainer(Trainer):
             self._save(output_dir or self.args.output_dir, state_dict=state_dict)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.attention is not None:
+            self.attention.before_batch(inputs)
         if self.loss_chunk_tokens and not return_outputs:  # plugins are refused with it
             with self.accelerator.autocast():
                 return chunked_answer_loss(model, inputs, self.loss_chunk_tokens,
@@ -391,9 +395,7 @@ def train_stage(
     """
     encoded = [encode_example(tokenizer, e, cfg.max_length) for e in examples]
     args = training_arguments(cfg, rule, work_dir, seed, progress)
-    callback = _StopRuleCallback(
-        rule, (lambda: epoch_check(model)) if epoch_check else None, cfg.checkpoint_every_epochs
-    )
+
     needs_check = rule.exact_match_at_least is not None or (
         rule.loss_below is not None and rule.loss_measure == "full_pass"
     )
@@ -414,16 +416,25 @@ def train_stage(
     trained, device = model, model.device
     if sharded:  # the copy is made on the CPU: never two whole models on an accelerator
         trained = copy.deepcopy(model.to("cpu")).to(device)
+    # set before the collator is made: flash-attention asks for another batch layout
+    attention = AttentionSwitch(trained, cfg.attention,
+                                torch.bfloat16 if args.bf16 else torch.float32)  # fmt: skip
+    callback = _StopRuleCallback(
+        rule, attention.scoring(lambda: epoch_check(model)) if epoch_check else None,
+        cfg.checkpoint_every_epochs,
+    )
     trainer = _StageTrainer(
         model=trained,
         args=args,
         train_dataset=encoded,
-        data_collator=make_collator(tokenizer, cfg.packing, model, cfg.pack_row_tokens),
+        data_collator=make_collator(tokenizer, cfg.packing, trained, cfg.pack_row_tokens),
         callbacks=[callback]
-        + ([_ProbeCallback(lambda: probe(model), probe_every_steps)] if probe else [])
+        + ([_ProbeCallback(attention.scoring(lambda: probe(model)), probe_every_steps)]
+           if probe else [])
         + ([_TrimMemoryCallback()] if trims_memory(cfg.trim_memory) else []),
         plugins=plugins,
         loss_chunk_tokens=cfg.loss_chunk_tokens,
+        attention=attention,
     )
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:
@@ -432,7 +443,10 @@ def train_stage(
     if last:
         log.info("resuming stage training from %s", last)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    finally:
+        attention.restore()
     wall = time.perf_counter() - start
     # mixed precision replaced model.forward with an autocast-wrapped one; give the model
     # back as it came, or everything after the stage (scoring, Fisher, the next stage's
@@ -476,4 +490,5 @@ def train_stage(
         ],
         epoch_checks=[h for h in history if any(k.startswith("check_") for k in h)],
         probe_curve=[h for h in history if "probe" in h],
+        attention=attention.counts,
     )

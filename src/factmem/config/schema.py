@@ -70,6 +70,25 @@ class TrainingConfig(_Strict):
         "packed into rows of <= pack_row_tokens, whichever has fewer token slots. true: always "
         "packed rows; false: always padded. Loss and gradients are the same in every layout.",
     )
+    attention: str = Field(
+        "auto",
+        description="Attention kernel for training (transformers' attn_implementation). auto: "
+        "per batch shape, the faster of sdpa and eager, timed once per process "
+        "(src/factmem/kernels.py; on CPUs with bf16, eager for short factoid rows); or a name "
+        "(sdpa, eager, flash_attention_2, ...). Scoring uses the model's own kernel. Not part "
+        "of a run's fingerprint: kernels differ only in float rounding.",
+    )
+
+    @field_validator("attention")
+    @classmethod
+    def _known_attention(cls, value: str) -> str:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        names = ["auto", "eager", *ALL_ATTENTION_FUNCTIONS.keys()]
+        if value not in names:
+            raise ValueError(f"unknown attention kernel {value!r}; known: {', '.join(names)}")
+        return value
+
     pack_row_tokens: int = Field(
         512,
         gt=0,
@@ -422,9 +441,10 @@ def check_folder_name(name: str) -> str:
 
 # Bump when a setting's default value changes: fingerprints leave defaults out.
 FINGERPRINT_VERSION = 1
-# training settings that change how a stage runs, not what it computes: a run fingerprinted
-# before one of them existed, or with another value, is the same run
-NOT_IN_FINGERPRINT = {"report_to", "checkpoint_every_epochs", "trim_memory"}
+# training settings that change how a stage runs, not what it computes (attention: the
+# kernels differ in float rounding only, as two CPUs do): a run fingerprinted before one of
+# them existed, or with another value, is the same run
+NOT_IN_FINGERPRINT = {"report_to", "checkpoint_every_epochs", "trim_memory", "attention"}
 
 
 class ExperimentConfig(_Strict):

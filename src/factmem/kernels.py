@@ -1,0 +1,190 @@
+"""Kernel choices that let a training step cost its matrix products and little else.
+
+Two things, both leaving every number a run computes the same (up to the float rounding
+of the kernel chosen), so neither is part of a run's fingerprint:
+
+* **The attention kernel, chosen by measurement.** transformers picks attention by name
+  (SDPA unless told otherwise). On CPUs with bf16 autocast, the SDPA flash kernel's backward
+  cost a quarter of a SmolLM2 step for the short rows of factoid batches, and the eager
+  kernel (two batched matmuls and a softmax) a few percent; on GPUs, or with long rows,
+  the reverse can hold (BENCHMARKS.md). So with `training.attention: auto` each batch shape
+  (rows x width bucket) is timed once per process, forward and backward of one attention
+  call at that shape for each candidate, and the faster one trains it. Neither torch nor
+  transformers measures this, hence the code here.
+* **Huge pages for PyTorch's CPU allocator** (`THP_MEM_ALLOC_ENABLE=1`, PyTorch's own
+  switch, read at the first allocation). A step allocates and frees tensors of ~100 MB (the
+  tied embedding's gradient, logits); with 4 KB pages every one is faulted in page by page
+  again each step, which cost ~15% of a SmolLM2 step on a 2-core CPU. factmem sets it when
+  imported (factmem/__init__.py, before torch is), unless the user set it
+  (`THP_MEM_ALLOC_ENABLE=0` turns it off).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# Kernels `auto` chooses between: both take any mask and any layout factmem trains with.
+# (flash-attention needs another batch layout, see batching.py, and is chosen by name.)
+AUTO_CANDIDATES = ("sdpa", "eager")
+# Another kernel replaces the model's own only when at least this much faster: timings of a
+# few milliseconds are noisy, and a choice flipping between runs would change their rounding.
+MIN_GAIN = 0.10
+_REPEATS = 3
+
+_chosen: dict[tuple, str] = {}  # per process: (device, dtype, shape of the model, batch) -> kernel
+
+
+def width_bucket(width: int) -> int:
+    """Batch widths timed together: powers of two from 32 (factoid rows are 30-60 tokens,
+    packed rows up to pack_row_tokens)."""
+    bucket = 32
+    while bucket < width:
+        bucket *= 2
+    return bucket
+
+
+def attention_module(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The model's first self-attention layer (whose shapes and eager kernel are timed)."""
+    for module in model.modules():
+        if type(module).__name__.endswith("Attention") and hasattr(module, "head_dim"):
+            return module
+    return None
+
+
+def current_attention(model: torch.nn.Module) -> str:
+    return getattr(model.config, "_attn_implementation", None) or "eager"
+
+
+def set_attention(model: torch.nn.Module, name: str) -> None:
+    """Switch the model's attention kernel; masks and layers read it on every forward."""
+    if current_attention(model) == name:
+        return
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(name)
+    else:  # older transformers
+        model.config._attn_implementation = name
+
+
+def _attention_function(module: torch.nn.Module, name: str) -> Callable | None:
+    if name == "eager":  # each model file defines its own eager kernel
+        return getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    return ALL_ATTENTION_FUNCTIONS.get(name)
+
+
+def _causal_mask(rows: int, width: int, name: str, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:  # fmt: skip
+    """A 4-D causal mask of the kind transformers hands each kernel for a padded or packed
+    batch: boolean for SDPA, additive for eager."""
+    allowed = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    allowed = allowed.expand(rows, 1, width, width)
+    if name == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+    return allowed
+
+
+def time_attention(module: torch.nn.Module, name: str, rows: int, width: int,
+                   dtype: torch.dtype, device: torch.device) -> float:  # fmt: skip
+    """Seconds of one attention call's forward and backward at this shape (best of a few),
+    under the autocast a training step uses; inf when the kernel is unavailable or fails."""
+    function = _attention_function(module, name)
+    if function is None:
+        return float("inf")
+    config = module.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def qkv(n_heads: int) -> torch.Tensor:
+        return torch.randn(rows, n_heads, width, module.head_dim, dtype=dtype, device=device,
+                           generator=generator).requires_grad_()  # fmt: skip
+
+    query, key, value = qkv(heads), qkv(kv_heads), qkv(kv_heads)
+    mask = _causal_mask(rows, width, name, dtype, device)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    best = float("inf")
+    try:
+        for repeat in range(_REPEATS + 1):  # the first call warms up
+            start = time.perf_counter()
+            with autocast:
+                out = function(module, query, key, value, mask, scaling=module.scaling,
+                               dropout=0.0)[0]  # fmt: skip
+            out.float().sum().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if repeat:
+                best = min(best, time.perf_counter() - start)
+    except Exception as err:  # a kernel this torch build or device lacks: not a candidate
+        log.debug("attention %s unavailable at %dx%d: %s", name, rows, width, err)
+        return float("inf")
+    return best
+
+
+def choose_attention(model: torch.nn.Module, default: str, rows: int, width: int,
+                     dtype: torch.dtype) -> str:  # fmt: skip
+    """The faster of AUTO_CANDIDATES for a batch of `rows` x `width` tokens, timed once per
+    process and shape bucket; `default` (the model's own) unless another is MIN_GAIN faster."""
+    module = attention_module(model)
+    if module is None or default not in AUTO_CANDIDATES:
+        return default
+    device = next(model.parameters()).device
+    bucket = width_bucket(width)
+    key = (device.type, str(dtype), type(module).__qualname__, module.config.num_attention_heads,
+           module.head_dim, rows, bucket, default)  # fmt: skip
+    if key not in _chosen:
+        times = {name: time_attention(module, name, rows, bucket, dtype, device)
+                 for name in AUTO_CANDIDATES}  # fmt: skip
+        best = min(times, key=times.__getitem__)
+        chosen = best if times[best] < (1 - MIN_GAIN) * times[default] else default
+        _chosen[key] = chosen
+        log.info("attention for %d x %d-token batches (%s, %s): %s (%s)", rows, bucket,
+                 device.type, str(dtype).removeprefix("torch."), chosen,
+                 ", ".join(f"{n} {t * 1e3:.1f} ms" for n, t in times.items()))  # fmt: skip
+    return _chosen[key]
+
+
+class AttentionSwitch:
+    """Sets the attention kernel of each training batch, by name or by measurement (`auto`),
+    and counts the batches each kernel trained (the stage's record keeps the counts)."""
+
+    def __init__(self, model: torch.nn.Module, setting: str, dtype: torch.dtype):
+        self.model, self.setting, self.dtype = model, setting, dtype
+        self.original = current_attention(model)
+        self.counts: dict[str, int] = {}
+        if setting != "auto":
+            set_attention(model, setting)
+
+    def before_batch(self, inputs: dict) -> None:
+        name = self.setting
+        if name == "auto":
+            rows, width = inputs["input_ids"].shape[:2]
+            name = choose_attention(self.model, self.original, rows, width, self.dtype)
+        set_attention(self.model, name)  # again after a probe scored with the model's own
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def scoring(self, score: Callable[[], T]) -> Callable[[], T]:
+        """`score` run with the model's own kernel (probes and stop-rule checks during the
+        stage score as after it); the next batch sets the training kernel again."""
+
+        def run() -> T:
+            set_attention(self.model, self.original)
+            return score()
+
+        return run
+
+    def restore(self) -> None:
+        """Give the model back with its own kernel: scoring after the stage is unchanged."""
+        set_attention(self.model, self.original)
