@@ -1,0 +1,250 @@
+"""Where a training step's time goes, and how close it is to the machine's matmul bound.
+
+One stage of the embedded SmolLM2-135M with batch 32, trained three ways, each in its own
+process (the allocator's huge-page switch is read once per process), one after another:
+
+  naive    transformers' Trainer, DataCollatorForLanguageModeling, fp32 (what a user writes)
+  before   factmem as it was: SDPA attention (transformers' default), 4 KB pages
+           (`training.attention: sdpa`, THP_MEM_ALLOC_ENABLE=0)
+  now      factmem's defaults: the attention kernel chosen by measurement, huge pages
+
+For each, tokens/s over the whole stage (`train_stage`'s own wall time: collator, answer-
+column logits, fused AdamW, malloc trim, all of it), then the same stage again under
+torch.profiler for two steps after two warm-up steps: the share of step time in matrix
+products (aten::mm/addmm/bmm, self time) and their FLOP rate. The bound is a plain
+`torch.mm` of every matmul shape of those steps, timed in the same process in the step's
+dtype: the step time if a step cost its matrix products and nothing else.
+
+    .venv/bin/python benchmarks/bench_step_profile.py                      # kvr, bf16 auto
+    .venv/bin/python benchmarks/bench_step_profile.py --scenario mixed
+    .venv/bin/python benchmarks/bench_step_profile.py --bf16 false         # the fp32 path
+                                                 # (what CPUs without AVX-512 BF16 run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+VARIANTS = {  # name: (environment, training overrides)
+    "naive": ({}, None),
+    "before": ({"THP_MEM_ALLOC_ENABLE": "0"}, {"attention": "sdpa"}),
+    "now": ({}, {}),
+}
+
+
+def examples(scenario: str, facts: int):
+    from factmem.config import MixingConfig
+    from factmem.data.factoid import key_value_recall
+    from factmem.mixing import build_mixing
+
+    data = key_value_recall(facts, seed=0)
+    if scenario == "mixed":  # REMIX: 50 random words per example at D:D_M = 1:2
+        cfg = MixingConfig(source="random_words", words=50, ratio=2.0)
+        data += build_mixing(cfg, len(data), "0", "unused", data)[0]
+    return data
+
+
+class _Steps:
+    """A TrainerCallback that advances the profiler's schedule once per optimizer step."""
+
+    def __init__(self, profiler):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                outer.profiler.step()
+
+        self.profiler, self.callback = profiler, Callback()
+
+
+def train(variant: str, data, tokenizer, path: str, epochs: int, bf16: bool, work: Path,
+          callbacks=()) -> float:  # fmt: skip
+    """Seconds of one stage's training (the model loaded outside the timing)."""
+    from factmem.config import StopRule, TrainingConfig
+    from factmem.models import load_model
+    from factmem.training import train_stage
+
+    model = load_model(path, tokenizer)
+    if variant == "naive":
+        return naive(model, data, tokenizer, epochs, work, callbacks)
+    cfg = TrainingConfig(learning_rate=3e-4, checkpoint_every_epochs=0, bf16=bf16,
+                         **VARIANTS[variant][1])  # fmt: skip
+    if callbacks:  # profiling: train_stage builds its own Trainer; add the callback to it
+        import factmem.training as training
+
+        original = training._StageTrainer.__init__
+
+        def with_callbacks(self, *args, **kwargs):
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + list(callbacks)
+            original(self, *args, **kwargs)
+
+        training._StageTrainer.__init__ = with_callbacks
+    out = train_stage(model, tokenizer, data, cfg, StopRule(epochs=epochs), work, seed=0,
+                      progress=False)  # fmt: skip
+    if out.attention:
+        print(f"kernels: {out.attention}", file=sys.stderr)
+    return out.wall_time_s
+
+
+def naive(model, data, tokenizer, epochs, work, callbacks) -> float:
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from factmem.data.example import format_example
+
+    encoded = [tokenizer(format_example(e, tokenizer.eos_token), add_special_tokens=False)
+               for e in data]  # fmt: skip
+    args = TrainingArguments(output_dir=str(work), per_device_train_batch_size=32,
+                             num_train_epochs=epochs, learning_rate=3e-4,
+                             lr_scheduler_type="cosine", warmup_ratio=0.05, save_strategy="no",
+                             report_to="none", use_cpu=True, disable_tqdm=True,
+                             logging_strategy="no")  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=encoded, callbacks=list(callbacks),
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    start = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - start
+
+
+def plain_gemm_seconds(shapes: dict[tuple, int], dtype) -> float:
+    """Seconds that `count` plain torch.mm calls of each (m, k) x (k, n) shape take."""
+    import torch
+
+    total = 0.0
+    for (m, k, n), count in shapes.items():
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(min(count, 8)):
+                torch.mm(a, b)
+            best = min(best, (time.perf_counter() - start) / min(count, 8))
+        total += best * count
+    return total
+
+
+def profile(variant: str, data, tokenizer, path: str, bf16: bool, work: Path) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity, schedule
+
+    steps = 2
+    prof = torch.profiler.profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+                                  with_flops=True,
+                                  schedule=schedule(wait=1, warmup=1, active=steps))  # fmt: skip
+    hook = _Steps(prof)
+    steps_per_epoch = -(-len(data) // 32)
+    epochs = -(-(2 + steps) // steps_per_epoch)
+    with prof:
+        train(variant, data, tokenizer, path, epochs, bf16, work, [hook.callback])
+    events = prof.events()
+    step_us = sum(e.cpu_time_total for e in events if e.name.startswith("ProfilerStep"))
+    matmul = [e for e in events if e.name in MATMULS]
+    matmul_us = sum(e.self_cpu_time_total for e in matmul)
+    flops = sum(e.flops or 0 for e in matmul)
+    shapes: dict[tuple, int] = {}
+    for e in matmul:
+        if e.name != "aten::mm" or len(e.input_shapes) < 2:  # bmm: attention, a few percent
+            continue
+        (m, k), (_, n) = e.input_shapes[0], e.input_shapes[1]
+        shapes[(m, k, n)] = shapes.get((m, k, n), 0) + 1
+    mm_flops = sum(2 * m * k * n * c for (m, k, n), c in shapes.items())
+    autocast = bf16 and variant != "naive"
+    gemm_s = plain_gemm_seconds(shapes, torch.bfloat16 if autocast else torch.float32)
+    top = {}
+    for e in events:
+        if not e.name.startswith("ProfilerStep"):
+            top[e.name] = top.get(e.name, 0) + e.self_cpu_time_total
+    others = sorted(((k, v) for k, v in top.items() if k not in MATMULS), key=lambda kv: -kv[1])
+    return {
+        "profiled_s_per_step": round(step_us / 1e6 / steps, 3),
+        "matmul_s_per_step": round(matmul_us / 1e6 / steps, 3),
+        "matmul_gflops": round(flops / (matmul_us / 1e6) / 1e9, 1) if matmul_us else None,
+        "plain_gemm_gflops": round(mm_flops / gemm_s / 1e9, 1) if gemm_s else None,
+        "bound_s_per_step": round(gemm_s / steps * flops / max(mm_flops, 1), 3),
+        "largest_other_ops_s_per_step": {k: round(v / 1e6 / steps, 3) for k, v in others[:6]},
+    }
+
+
+def worker(args) -> None:
+    from factmem.data.example import encode_example
+    from factmem.models import load_tokenizer, resolve_model
+    from factmem.training import use_bf16
+
+    path = resolve_model("smollm2-135m")
+    tokenizer = load_tokenizer(path)
+    data = examples(args.scenario, args.facts)
+    bf16 = use_bf16(args.bf16 if args.bf16 == "auto" else args.bf16 == "true")
+    tokens = args.epochs * sum(len(encode_example(tokenizer, e)["input_ids"]) for e in data)
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds = train(args.worker, data, tokenizer, path, args.epochs, bf16, Path(tmp) / "t")
+        row = {"seconds": round(seconds, 1), "tokens": tokens,
+               "tokens_per_s": round(tokens / seconds, 1), "bf16": bf16 and args.worker != "naive"}
+        row |= profile(args.worker, data, tokenizer, path, bf16, Path(tmp) / "p")  # fmt: skip
+    # the profiler slows the Python around the kernels, not the kernels: the share is taken
+    # of the step as timed without it
+    steps = args.epochs * -(-len(data) // 32)
+    row["s_per_step"] = round(seconds / steps, 3)
+    row["matmul_share"] = round(row["matmul_s_per_step"] / row["s_per_step"], 3)
+    print(json.dumps(row))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", choices=["kvr", "mixed"], default="kvr")
+    parser.add_argument("--facts", type=int, default=32, help="KVR facts (mixed: + 2x random)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of the timed stage")
+    parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    rows = {}
+    for name in args.variants:
+        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        command = [sys.executable, __file__, "--worker", name, "--scenario", args.scenario,
+                   "--facts", str(args.facts), "--epochs", str(args.epochs), "--bf16", args.bf16]
+        out = subprocess.run(command, env=env | VARIANTS[name][0], capture_output=True,
+                             text=True)  # fmt: skip
+        if out.returncode:
+            sys.exit(f"variant {name} failed:\n{out.stderr[-3000:]}")
+        kernels = [line for line in out.stderr.splitlines() if line.startswith("kernels:")]
+        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        if kernels:
+            rows[name]["kernels"] = kernels[0].removeprefix("kernels: ")
+        print(name, json.dumps(rows[name]), flush=True)
+    base = rows.get("naive", {}).get("tokens_per_s")
+    before = rows.get("before", {}).get("tokens_per_s")
+    print("\n| variant | tokens/s | vs naive | vs before | s/step | matmul s/step | matmul share "
+          "| matmul GFLOP/s | plain GEMM GFLOP/s | bound s/step |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        vs = lambda ref, r=r: f"{r['tokens_per_s'] / ref:.2f}x" if ref else "-"  # noqa: E731
+        print(f"| {name} | {r['tokens_per_s']} | {vs(base)} | {vs(before)} | "
+              f"{r['s_per_step']} | {r['matmul_s_per_step']} | {100 * r['matmul_share']:.0f}% | "
+              f"{r['matmul_gflops']} | {r['plain_gemm_gflops']} | {r['bound_s_per_step']} |")
+    summary = {"scenario": args.scenario, "facts": args.facts, "epochs": args.epochs,
+               "bf16": args.bf16, "cpu_flags": cpu_kind(), "results": rows}  # fmt: skip
+    print(json.dumps(summary, indent=2))
+
+
+def cpu_kind() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return ", ".join(f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags)
+
+
+if __name__ == "__main__":
+    main()
