@@ -140,7 +140,8 @@ def profile(variant: str, data, tokenizer, path: str, bf16: bool, work: Path) ->
     steps = 2
     prof = torch.profiler.profile(activities=[ProfilerActivity.CPU], record_shapes=True,
                                   with_flops=True,
-                                  schedule=schedule(wait=1, warmup=1, active=steps))  # fmt: skip
+                                  schedule=schedule(wait=1, warmup=1, active=steps,
+                                                    repeat=1))  # fmt: skip
     hook = _Steps(prof)
     steps_per_epoch = -(-len(data) // 32)
     epochs = -(-(2 + steps) // steps_per_epoch)
