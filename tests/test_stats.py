@@ -90,3 +90,42 @@ def test_mean_std_text_shows_no_spread_for_one_run():
     assert mean_std_text([10.0, 20.0, 30.0]) == "20.0 ± 10.0"
     assert mean_std_text([10.0, 20.0]) == "15.0 ± 7.1 (n=2)"
     assert mean_std_text([]) == ""
+
+
+def _seed(kept_only_with: int, kept_only_without: int, facts: int = 32):
+    strategy, baseline = [True] * facts, [True] * facts
+    for i in range(kept_only_with):
+        baseline[i] = False
+    for i in range(kept_only_with, kept_only_with + kept_only_without):
+        strategy[i] = False
+    return strategy, baseline
+
+
+def test_the_seed_level_interval_sees_what_facts_within_seeds_cannot():
+    # one seed gains every fact, two gain none: every fact-level resample gives +33.3,
+    # while drawing seeds gives 0 (no draw of the first seed, 8/27 of draws) up to 100
+    # (three draws of it, 1/27 > 2.5%): exactly [0, 100]
+    result = paired_difference([_seed(32, 0), _seed(0, 0), _seed(0, 0)])
+    assert (result.low, result.high) == pytest.approx((100 / 3, 100 / 3))
+    assert (result.seed_low, result.seed_high) == (0.0, 100.0)
+    assert result.p_value < 1e-6
+    assert result.verdict == "not established"  # the fact level and McNemar alone would say higher
+    assert result.seed_interval() == "[+0.0, +100.0]"
+
+
+def test_seeds_that_disagree_are_not_established_though_facts_and_mcnemar_agree():
+    result = paired_difference([_seed(12, 0), _seed(12, 0), _seed(0, 4)])
+    assert result.low > 0 and result.p_value < 0.05  # the fact level alone: higher
+    assert result.seed_low < 0 < result.seed_high
+    assert result.verdict == "not established"
+
+
+def test_seeds_that_agree_give_both_intervals_one_side():
+    result = paired_difference([_seed(9, 0), _seed(8, 1), _seed(10, 0)])
+    assert result.low > 0 and result.seed_low > 0 and result.verdict == "higher"
+    lower = paired_difference([_seed(0, 9), _seed(1, 8), _seed(0, 10)])
+    assert lower.high < 0 and lower.seed_high < 0 and lower.verdict == "lower"
+    # with one seed there is nothing to draw but that seed: both intervals resample its facts
+    one = paired_difference([_seed(9, 2)])
+    assert one.seed_low == pytest.approx(one.low, abs=3.2) and one.seed_high == pytest.approx(
+        one.high, abs=3.2)
