@@ -67,7 +67,7 @@ def test_every_attention_kernel_gives_the_same_loss_and_gradients(tiny, layout, 
         assert not torch.equal(grads, torch.zeros_like(grads))
 
 
-def test_timing_an_attention_kernel_runs_it_forward_and_backward(tiny):
+def test_timing_attention_runs_a_models_worth_forward_and_backward(tiny, monkeypatch):
     model, _ = tiny
     module = kernels.attention_module(model)
     assert module is model.model.layers[0].self_attn
@@ -77,13 +77,19 @@ def test_timing_an_attention_kernel_runs_it_forward_and_backward(tiny):
     unknown = kernels.time_attention(module, "no_such_kernel", 2, 32, torch.float32,
                                      torch.device("cpu"))  # fmt: skip
     assert unknown == float("inf")
+    calls = []
+    eager = kernels._attention_function(module, "eager")
+    monkeypatch.setattr(kernels, "_attention_function",
+                        lambda m, n: lambda *a, **k: calls.append(n) or eager(*a, **k))
+    kernels.time_attention(module, "eager", 2, 32, torch.float32, torch.device("cpu"))
+    assert len(calls) == 1 + model.config.num_hidden_layers  # a warm-up call, then one a layer
 
 
 def test_auto_takes_the_faster_kernel_only_for_a_clear_gain(tiny, monkeypatch):
     model, _ = tiny
     timed = []
 
-    def fake_timings(module, name, rows, width, dtype, device):
+    def fake_timings(module, name, rows, width, dtype, device, warm_up=True):
         timed.append((name, rows, width))
         gain = {8: 0.5, 16: 0.95}[rows]  # eager at half the time; eager 5% faster
         return {"sdpa": 1.0, "eager": gain}[name]
@@ -92,9 +98,11 @@ def test_auto_takes_the_faster_kernel_only_for_a_clear_gain(tiny, monkeypatch):
     monkeypatch.setattr(kernels, "_chosen", {})
     assert kernels.choose_attention(model, "sdpa", 8, 36, torch.bfloat16) == "eager"
     assert kernels.choose_attention(model, "sdpa", 16, 36, torch.bfloat16) == "sdpa"
-    # each shape bucket is timed once, at the bucket's width
+    # each shape bucket is timed once, at the bucket's width; a clear gap (2x) in one round,
+    # a close one (5%) in two
     assert kernels.choose_attention(model, "sdpa", 8, 60, torch.bfloat16) == "eager"
-    assert timed == [("sdpa", 8, 64), ("eager", 8, 64), ("sdpa", 16, 64), ("eager", 16, 64)]
+    assert timed == [("sdpa", 8, 64), ("eager", 8, 64)] + [("sdpa", 16, 64),
+                                                           ("eager", 16, 64)] * 2  # fmt: skip
     # a kernel the user chose by name is not second-guessed
     assert kernels.choose_attention(model, "flash_attention_2", 8, 36, torch.bfloat16) == (
         "flash_attention_2")
@@ -165,3 +173,14 @@ def test_importing_factmem_asks_for_huge_pages_unless_told_otherwise(preset, exp
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)  # fmt: skip
     assert out.stdout.strip() == expected
+
+
+def test_auto_keeps_the_models_own_kernel_across_processes(tiny, monkeypatch):
+    """Ranks would time different shapes apart and could choose differently."""
+    model, _ = tiny
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(kernels, "time_attention",
+                        lambda module, name, *a: {"sdpa": 1.0, "eager": 0.1}[name])  # fmt: skip
+    switch = kernels.AttentionSwitch(model, "auto", torch.float32)
+    switch.before_batch({"input_ids": torch.zeros(4, 30, dtype=torch.long)})
+    assert switch.counts == {"sdpa": 1}

@@ -15,7 +15,14 @@ from factmem.config import config_to_yaml, load_config
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder
 from factmem.records import RunResults, StageRecord
-from factmem.report import collect_runs, paper_table, paper_vs_ours, strategy_label, write_report
+from factmem.report import (
+    collect_runs,
+    load_paper_numbers,
+    paper_table,
+    paper_vs_ours,
+    strategy_label,
+    write_report,
+)
 
 KVR = {"key_length": 3, "value_length": 2}
 
@@ -453,3 +460,30 @@ def test_no_replay_table_without_named_replayed_facts(paired_dir):
     from factmem.report import replay_table
 
     assert replay_table(collect_runs(paired_dir)).empty
+
+
+def test_the_report_opens_with_ours_beside_the_papers_change(paired_dir, tmp_path):
+    """The forest plot's rows are the paper-vs-ours cells with both changes: ours with the
+    fact-level and seed-level intervals of the paired table, the paper's from its table;
+    the page shows it (and our setting) before any table."""
+    from factmem.report import FOREST_TITLE, forest_rows, paired_rows, setting_text
+
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"tables": [{"id": "table2", "model": "Llama-3-8B", "cells": [
+        {"d_a": "kvr", "d_b": "kvr_id", "strategy": s, "value": v}
+        for s, v in {"No Mixing": 20.0, "Random/-": 60.0, "Replay 0.1": 25.0}.items()]}]}))
+    runs = collect_runs(paired_dir)
+    versus = paper_vs_ours(runs, load_paper_numbers(paper))
+    rows = forest_rows(runs, versus).set_index("cell")
+    assert list(rows.index) == ["kvr -> kvr_id: Random/-", "kvr -> kvr_id: Replay 0.1"]
+    paired = paired_rows(runs).set_index("strategy")
+    for cell, strategy, paper_delta in (("kvr -> kvr_id: Random/-", "Random/-", 40.0),
+                                        ("kvr -> kvr_id: Replay 0.1", "Replay 0.1", 5.0)):
+        assert rows.loc[cell, "paper"] == paper_delta
+        for column in ("difference", "low", "high", "seed low", "seed high"):
+            assert rows.loc[cell, column] == paired.loc[strategy, column]
+    page = write_report(paired_dir, tmp_path / "out", paper=paper).read_text()
+    assert (tmp_path / "out" / "paper_vs_ours.png").stat().st_size > 0
+    assert page.index(FOREST_TITLE) < page.index("<table")
+    assert setting_text(runs) in page and "3 seed(s)" in setting_text(runs)
+    assert "ours Δ [95% interval]" in page and "seeds resampled" in page

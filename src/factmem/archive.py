@@ -28,7 +28,7 @@ from pathlib import Path
 from factmem.atomic import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, StageFolder, runs_under
-from factmem.records import RunResults, StageOutcome, StageRecord
+from factmem.records import FACT_SCORE_FIELDS, RunResults, StageOutcome, StageRecord
 
 MARKER = "archive.json"
 
@@ -80,7 +80,8 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
             rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
             if not with_text:
                 rows = [{"key": row.get("key") or prediction_key(row["prompt"]),
-                         "correct": row["correct"], "method": row.get("method")}
+                         "correct": row["correct"], "method": row.get("method"),
+                         **{k: row[k] for k in FACT_SCORE_FIELDS if k in row}}
                         for row in rows]  # fmt: skip
             write_jsonl_atomic(copy.predictions(file.stem), rows)
     write_json_atomic(tmp.path / MARKER, {

@@ -44,6 +44,7 @@ from transformers import (
 from factmem.batching import pad_rows
 from factmem.data.example import Example, encode_prompt, encode_response
 from factmem.models import accepts_logits_to_keep
+from factmem.records import FACT_SCORE_FIELDS
 
 MatchMode = Literal["equal", "contains"]
 
@@ -59,9 +60,18 @@ class Prediction:
     correct: bool
     method: Literal["teacher_forced", "generated"]
     output_cut: bool = False  # generation stopped once the verdict was final: a prefix
+    # fact scores (factmem.fact_scores; evaluation.fact_scores): None when not computed
+    contains: bool | None = None
+    gold_logprob: float | None = None
+    first_token_rank: int | None = None
+    lens_first_layer: int | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        row = asdict(self)
+        if self.first_token_rank is None:  # not computed: rows as before fact scores
+            for name in FACT_SCORE_FIELDS:
+                del row[name]
+        return row
 
 
 def normalize(text: str) -> str:
@@ -169,7 +179,7 @@ def teacher_forcing_pays(tokenizer: PreTrainedTokenizerBase, examples: Sequence[
     return bool(lengths) and sum(lengths) / len(lengths) >= TEACHER_FORCING_MIN_TOKENS
 
 
-def _answer_logits(
+def answer_logits(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[Example],
@@ -207,7 +217,7 @@ def teacher_forced_certify(
     """certified[i] is True iff greedy decoding of example i provably emits response + EOS."""
     certified = [False] * len(examples)
     desc = "exact match (forward)" if progress else None
-    for i, logits, gold in _answer_logits(model, tokenizer, examples, batch_size, bf16, desc):
+    for i, logits, gold in answer_logits(model, tokenizer, examples, batch_size, bf16, desc):
         top2 = logits.topk(2, dim=-1)
         margins = top2.values[:, 0] - top2.values[:, 1]
         certified[i] = bool((top2.indices[:, 0] == gold).all() and (margins >= tie_margin).all())
@@ -224,7 +234,7 @@ def mean_response_loss(
 ) -> float:
     """Token-mean cross-entropy on response tokens (incl. EOS), in eval mode."""
     total, count = 0.0, 0
-    for _, logits, gold in _answer_logits(model, tokenizer, examples, batch_size, bf16):
+    for _, logits, gold in answer_logits(model, tokenizer, examples, batch_size, bf16):
         total += F.cross_entropy(logits, gold, reduction="sum").item()
         count += len(gold)
     return total / max(count, 1)

@@ -29,6 +29,8 @@ from typing import TypeVar
 
 import torch
 
+from factmem.distributed import world_size
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ AUTO_CANDIDATES = ("sdpa", "eager")
 # Another kernel replaces the model's own only when at least this much faster: timings of a
 # few milliseconds are noisy, and a choice flipping between runs would change their rounding.
 MIN_GAIN = 0.10
-_REPEATS = 3
+# Timings further apart than this are decided on one round; closer ones get a second.
+CLEAR_GAIN = 1.5
 
 _chosen: dict[tuple, str] = {}  # per process: (device, dtype, shape of the model, batch) -> kernel
 
@@ -96,16 +99,22 @@ def _causal_mask(rows: int, width: int, name: str, dtype: torch.dtype,
     return allowed
 
 
-def time_attention(module: torch.nn.Module, name: str, rows: int, width: int,
-                   dtype: torch.dtype, device: torch.device) -> float:  # fmt: skip
-    """Seconds of one attention call's forward and backward at this shape (best of a few),
-    under the autocast a training step uses; inf when the kernel is unavailable or fails."""
+def time_attention(module: torch.nn.Module, name: str, rows: int, width: int, dtype: torch.dtype,
+                   device: torch.device, warm_up: bool = True) -> float:  # fmt: skip
+    """Seconds of a model's worth of attention calls at this shape (one per layer, all kept
+    for one backward, as a step keeps them) under the step's autocast, after one call to
+    warm up; inf when the kernel is unavailable or fails.
+
+    One call alone misleads: timed hot in cache, eager attention looked 10-25% faster than
+    SDPA at 512-token rows, but a model saves a rows x heads x width x width matrix per layer
+    for backward, and there eager made a whole step slower (BENCHMARKS.md)."""
     function = _attention_function(module, name)
     if function is None:
         return float("inf")
     config = module.config
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    layers = getattr(config, "num_hidden_layers", 1) or 1
     generator = torch.Generator(device=device).manual_seed(0)
 
     def qkv(n_heads: int) -> torch.Tensor:
@@ -113,30 +122,35 @@ def time_attention(module: torch.nn.Module, name: str, rows: int, width: int,
                            generator=generator).requires_grad_()  # fmt: skip
 
     query, key, value = qkv(heads), qkv(kv_heads), qkv(kv_heads)
-    mask = _causal_mask(rows, width, name, dtype, device)
+    # the model builds its masks in its weights' dtype (fp32 under autocast), as here
+    mask = _causal_mask(rows, width, name, next(module.parameters()).dtype, device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    best = float("inf")
+
+    def run(calls: int) -> float:
+        start = time.perf_counter()
+        with autocast:
+            outputs = [function(module, query, key, value, mask, scaling=module.scaling,
+                                dropout=0.0)[0] for _ in range(calls)]  # fmt: skip
+        torch.stack(outputs).float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
     try:
-        for repeat in range(_REPEATS + 1):  # the first call warms up
-            start = time.perf_counter()
-            with autocast:
-                out = function(module, query, key, value, mask, scaling=module.scaling,
-                               dropout=0.0)[0]  # fmt: skip
-            out.float().sum().backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if repeat:
-                best = min(best, time.perf_counter() - start)
+        if warm_up:
+            run(1)
+        return run(layers)
     except Exception as err:  # a kernel this torch build or device lacks: not a candidate
         log.debug("attention %s unavailable at %dx%d: %s", name, rows, width, err)
         return float("inf")
-    return best
 
 
 def choose_attention(model: torch.nn.Module, default: str, rows: int, width: int,
                      dtype: torch.dtype) -> str:  # fmt: skip
     """The faster of AUTO_CANDIDATES for a batch of `rows` x `width` tokens, timed once per
-    process and shape bucket; `default` (the model's own) unless another is MIN_GAIN faster."""
+    process and shape bucket; `default` (the model's own) unless another is MIN_GAIN faster.
+    Costs ~1 s for 32 x 64-token batches of SmolLM2 on 2 CPU cores, ~10-25 s for 512-token
+    rows (once per process, against stages of many minutes at those widths)."""
     module = attention_module(model)
     if module is None or default not in AUTO_CANDIDATES:
         return default
@@ -147,6 +161,10 @@ def choose_attention(model: torch.nn.Module, default: str, rows: int, width: int
     if key not in _chosen:
         times = {name: time_attention(module, name, rows, bucket, dtype, device)
                  for name in AUTO_CANDIDATES}  # fmt: skip
+        if max(times.values()) < CLEAR_GAIN * min(times.values()):  # close: time again
+            times = {name: min(seconds, time_attention(module, name, rows, bucket, dtype, device,
+                                                       warm_up=False))
+                     for name, seconds in times.items()}  # fmt: skip
         best = min(times, key=times.__getitem__)
         chosen = best if times[best] < (1 - MIN_GAIN) * times[default] else default
         _chosen[key] = chosen
@@ -161,6 +179,11 @@ class AttentionSwitch:
     and counts the batches each kernel trained (the stage's record keeps the counts)."""
 
     def __init__(self, model: torch.nn.Module, setting: str, dtype: torch.dtype):
+        if setting == "auto" and world_size() > 1:
+            # ranks see batches of other shapes and would time them apart: their choices
+            # could differ, and agreeing would need a collective per new shape. Multi-process
+            # launches keep the model's own kernel (or the one named).
+            setting = current_attention(model)
         self.model, self.setting, self.dtype = model, setting, dtype
         self.original = current_attention(model)
         self.counts: dict[str, int] = {}

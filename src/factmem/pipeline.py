@@ -33,6 +33,7 @@ from factmem.data.registry import REGISTRY, load_examples
 from factmem.distributed import barrier, is_main
 from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
+from factmem.fact_scores import score_facts
 from factmem.familiarity import (
     FamiliarityJudge,
     Judge,
@@ -313,6 +314,9 @@ def _score_sets(stage: Stage, model, tokenizer, progress: bool) -> dict[str, flo
         if config.stages[j].few_shot:
             asked = [few_shot_example(e, config.stages[j].few_shot) for e in asked]
         preds = _score(model, tokenizer, asked, spec.match, config.evaluation, progress)
+        if config.evaluation.fact_scores:
+            score_facts(model, tokenizer, asked, preds, batch_size=config.evaluation.batch_size,
+                        bf16=config.evaluation.bf16)  # fmt: skip
         scores[set_name] = accuracy(preds)
         write_jsonl_atomic(stage.folder.predictions(set_name), (p.to_json() for p in preds))
         log.info("after stage %d: exact match on %s = %.1f%%", stage.number, set_name,

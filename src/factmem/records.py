@@ -19,6 +19,24 @@ from typing import Any
 from factmem.atomic import write_json_atomic
 from factmem.errors import FactmemError
 
+# What a prediction row holds beside its verdict when evaluation.fact_scores is on
+# (factmem.fact_scores); the archive keeps them, weight- and text-free.
+FACT_SCORE_FIELDS = ("contains", "gold_logprob", "first_token_rank", "lens_first_layer")
+FACT_STATUSES = ("kept", "hidden", "lost")
+
+
+def fact_status(row: dict) -> str | None:
+    """kept / hidden / lost for one prediction row, as written or archived: kept = exact
+    match; hidden = not, but the gold is in the output or its first token ranks 1 under
+    teacher forcing; lost = neither. None for rows scored without fact scores."""
+    if row.get("correct"):
+        return "kept"
+    if row.get("first_token_rank") is None and row.get("contains") is None:
+        return None
+    if row.get("contains") or row.get("first_token_rank") == 1:
+        return "hidden"
+    return "lost"
+
 
 def _from_json(cls, data: Any, source: Path | str):
     """`cls(**data)` with a clear error naming the file and the missing field; keys this

@@ -25,7 +25,7 @@ from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.methods import method_labels
-from factmem.records import RunResults
+from factmem.records import FACT_STATUSES, RunResults, fact_status
 from factmem.stats import mean_std_text, paired_difference
 
 log = logging.getLogger(__name__)
@@ -79,17 +79,32 @@ def _one_run_per_cell_and_seed(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def final_verdicts(run_dir: Path, stage: int, set_name: str) -> dict[str, bool]:
-    """{fact key: correct} of set `set_name` scored after stage `stage` (1-based)."""
+def final_predictions(run_dir: Path, stage: int, set_name: str) -> dict[str, dict]:
+    """{fact key: prediction row} of set `set_name` scored after stage `stage` (1-based)."""
     file = RunFolder(run_dir).stage(stage).predictions(set_name)
     if not file.is_file():
         return {}
-    verdicts = {}
+    rows = {}
     for line in file.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            verdicts[row.get("key") or prediction_key(row["prompt"])] = bool(row["correct"])
-    return verdicts
+            rows[row.get("key") or prediction_key(row["prompt"])] = row
+    return rows
+
+
+def final_verdicts(run_dir: Path, stage: int, set_name: str) -> dict[str, bool]:
+    """{fact key: correct} of set `set_name` scored after stage `stage` (1-based)."""
+    return {k: bool(row["correct"])
+            for k, row in final_predictions(run_dir, stage, set_name).items()}  # fmt: skip
+
+
+def status_counts(rows: dict[str, dict]) -> dict[str, int] | None:
+    """How many facts are kept / hidden / lost (records.fact_status); None for runs scored
+    without fact scores."""
+    statuses = [fact_status(row) for row in rows.values()]
+    if not statuses or None in statuses:
+        return None
+    return {status: statuses.count(status) for status in FACT_STATUSES}
 
 
 def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dict:
@@ -107,9 +122,13 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
     matrix = results.accuracy_matrix.get("values")
     metrics = continual_metrics(matrix) if matrix else dict.fromkeys(METRICS)
     curve = [(p["epoch"], p[first]) for p in results.stages[-1].curve if first in p]
+    final = final_predictions(run_dir, len(results.stages), first)
     return {
         "run": str(run_dir),
         "seed": config.seed,
+        "model": config.model,
+        "facts": config.stages[0].size,
+        "learning_rate": config.stage_training(len(config.stages) - 1).learning_rate,
         "d_a": config.stages[0].dataset,
         "d_b": " -> ".join(later) if later else "-",
         "stages": len(config.stages),
@@ -127,7 +146,8 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         "curve": curve,
         "last_loss": _last_loss(results.stages[-1].loss_curve),
         "earlier_stages": earlier_stages(results),
-        "da_verdicts": final_verdicts(run_dir, len(results.stages), first),
+        "da_verdicts": {k: bool(row["correct"]) for k, row in final.items()},
+        "da_status": status_counts(final),
         "da_replayed": sorted({
             key for r in results.stages
             for key in fill_replayed_facts(r.mixture, RunFolder(run_dir).stage(r.index))
@@ -368,7 +388,8 @@ def paired_rows(runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"d_a": d_a, "d_b": d_b, "strategy": strategy, "variant": variant,
                          "seeds": result.seeds, "facts": result.facts,
                          "difference": result.difference, "low": result.low,
-                         "high": result.high, "kept only with it": result.only_strategy,
+                         "high": result.high, "seed low": result.seed_low,
+                         "seed high": result.seed_high, "kept only with it": result.only_strategy,
                          "kept only without": result.only_baseline,
                          "p (McNemar)": result.p_value, "verdict": result.verdict,
                          "unpaired seeds": unpaired, "trained apart": apart})  # fmt: skip
@@ -387,6 +408,8 @@ def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
         "Δ vs No Mixing (points)": rows["difference"].map(lambda d: f"{d:+.1f}"),
         "95% interval": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(rows["low"], rows["high"],
                                                                     strict=True)],
+        "95% interval, seeds resampled": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(
+            rows["seed low"], rows["seed high"], strict=True)],
         "kept only with / without": [f"{a} / {b}" for a, b in zip(
             rows["kept only with it"], rows["kept only without"], strict=True)],
         "p (McNemar)": rows["p (McNemar)"].map(lambda p: f"{p:.3g}"),
@@ -431,7 +454,7 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                "paper model": model,
                "paper": f"{value:.1f}", "paper Δ": "",
                "ours": mean_std_text((part["da_final"].astype(float) * 100).tolist()),
-               "ours Δ [95% interval]": "", "verdict": ""}  # fmt: skip
+               "ours Δ [95% interval]": "", "seeds resampled": "", "verdict": ""}  # fmt: skip
         if strategy != BASELINE:
             if (table, d_a, d_b) in base_paper.index:
                 row["paper Δ"] = f"{value - base_paper[(table, d_a, d_b)]:+.1f}"
@@ -440,10 +463,11 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
                 row["ours Δ [95% interval]"] = (
                     f"{ours['difference']:+.1f} [{ours['low']:+.1f}, {ours['high']:+.1f}]"
                 )
+                row["seeds resampled"] = f"[{ours['seed low']:+.1f}, {ours['seed high']:+.1f}]"
                 row["verdict"] = _direction_verdict(row["paper Δ"], ours["verdict"])
         rows.append(row)
     columns = ["D_A", "D_B", "strategy", "paper table", "paper model", "paper", "paper Δ", "ours",
-               "ours Δ [95% interval]", "verdict"]  # fmt: skip
+               "ours Δ [95% interval]", "seeds resampled", "verdict"]  # fmt: skip
     order = _ordered((r["D_A"], r["strategy"]) for r in rows)
     d_a_rank = {d_a: i for i, (d_a, _) in reversed(list(enumerate(order)))}
     rows.sort(key=lambda r: (d_a_rank[r["D_A"]], r["D_B"], order.index((r["D_A"], r["strategy"]))))
@@ -582,6 +606,7 @@ def curve_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.set_index(["D_A", "D_B", "strategy"]).fillna("") if rows else table
 
 
+FOREST_TITLE = "The answer: our change from No Mixing beside the paper's, cell by cell"
 LOSS_TITLE = "The last stage's training loss in its last epoch (non-factoid D_B: no exact match)"
 CURVE_TITLE = "D_A during the last stage (%), from evaluation.curve_every_steps"
 
@@ -627,6 +652,60 @@ def _stage_bars(runs: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("D_A exact match (%)")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def forest_rows(two_stage: pd.DataFrame, versus: pd.DataFrame) -> pd.DataFrame:
+    """paper_vs_ours's cells that have both changes from No Mixing, with ours as numbers
+    (difference, fact-level and seed-level interval) beside the paper's, in its order."""
+    paired = paired_rows(two_stage[two_stage["variant"] == ""])
+    if paired.empty:
+        return paired
+    paired = paired.set_index(["d_a", "d_b", "strategy"])
+    rows = []
+    for row in versus.itertuples(index=False):
+        key = (row.D_A, row.D_B, row.strategy)
+        if not row[versus.columns.get_loc("paper Δ")] or key not in paired.index:
+            continue
+        ours = paired.loc[key]
+        rows.append({"cell": f"{row.D_A} -> {row.D_B}: {row.strategy}",
+                     "paper": float(row[versus.columns.get_loc("paper Δ")]),
+                     "paper model": row[versus.columns.get_loc("paper model")],
+                     **{k: float(ours[k]) for k in ("difference", "low", "high", "seed low",
+                                                    "seed high")}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def setting_text(runs: pd.DataFrame) -> str:
+    """Our model and regime in words: what the page and its headline figure are about."""
+    def values(column: str) -> str:
+        found = [v for v in dict.fromkeys(runs[column]) if v is not None and v == v]
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in found) or "?"
+
+    return (f"ours: {values('model')}, {values('facts')} D_A facts, learning rate "
+            f"{values('learning_rate')}, {runs['seed'].nunique()} seed(s)")
+
+
+def _forest(rows: pd.DataFrame, setting: str, path: Path) -> Path:
+    """One row a cell: our change from No Mixing (dot; thick bar: facts resampled within
+    seeds; thin bar: seeds resampled) beside the paper's (diamond)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.42 * len(rows)))
+    ys = list(range(len(rows)))[::-1]
+    ax.hlines(ys, rows["seed low"], rows["seed high"], color="C0", lw=1)
+    ax.hlines(ys, rows["low"], rows["high"], color="C0", lw=5, alpha=0.6)
+    ax.plot(rows["difference"], ys, "o", color="C0", label="ours: Δ, 95% intervals (thick: "
+            "facts resampled; thin: seeds resampled)")
+    models = ", ".join(dict.fromkeys(rows["paper model"]))
+    ax.plot(rows["paper"], ys, "D", color="C3", label=f"paper: Δ ({models})")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(ys, rows["cell"], fontsize=8)
+    ax.set_xlabel("D_A after stage 2: change from No Mixing (points)")
+    ax.set_title(setting, fontsize=9)
+    ax.set_ylim(-0.8, len(rows) - 0.2 + 0.9)  # room above the top row for the legend
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=1,
+              frameon=False)  # fmt: skip
     return _save(fig, path)
 
 
@@ -708,6 +787,25 @@ def replay_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.set_index(["D_A", "D_B", "strategy"]) if not table.empty else table
 
 
+STATUS_TITLE = ("D_A after the last stage: facts kept (exact match), hidden (gold in the "
+                "output, or its first token ranked 1) or lost, summed over seeds")
+
+
+def status_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Kept / hidden / lost D_A facts per cell (records.fact_status), over the runs scored
+    with fact scores; a hidden fact is one exact match calls lost but the model still has."""
+    runs = runs[runs["da_status"].map(bool)]
+    rows = []
+    for (d_a, d_b, label), part in runs.assign(label=_labels(runs)).groupby(
+            ["d_a", "d_b", "label"], sort=False):  # fmt: skip
+        total = {s: sum(c[s] for c in part["da_status"]) for s in FACT_STATUSES}
+        facts = sum(total.values())
+        rows.append({"D_A": d_a, "D_B": d_b, "strategy": label, "seeds": len(part),
+                     **{s: f"{n} ({100 * n / facts:.1f}%)" for s, n in total.items()}})
+    table = pd.DataFrame(rows)
+    return table.set_index(["D_A", "D_B", "strategy"]) if rows else table
+
+
 def _kept(counts: list[int]) -> str:
     kept, facts = counts
     return f"{kept} / {facts} ({100 * kept / facts:.1f}%)" if facts else "-"
@@ -723,6 +821,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     runs = collect_runs(dirs)
     two_stage, multi = runs[runs["stages"] == 2], runs[runs["stages"] >= 3]
     tables = {}
+    lead: dict[str, Path] = {}  # the answer, shown before every table
     if not two_stage.empty:
         tables |= {
             "D_A exact match after stage 2 (%)": paper_table(two_stage, "da_final"),
@@ -741,6 +840,9 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         by_seed = per_seed_table(runs)
         if by_seed.index.get_level_values("seed").nunique() > 1:
             tables["The same, seed by seed (D_A after the last stage, %)"] = by_seed
+    statuses = status_table(runs)
+    if not statuses.empty:
+        tables[STATUS_TITLE] = statuses
     curves = curve_table(runs)
     if not curves.empty:
         tables[CURVE_TITLE] = curves
@@ -756,12 +858,20 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
             tables["Paper vs ours: D_A after stage 2 (%)"] = versus.set_index(
                 ["D_A", "D_B", "strategy"]
             )
+            forest = forest_rows(two_stage, versus)
+            if not forest.empty:
+                import matplotlib
+
+                matplotlib.use("Agg")
+                lead[FOREST_TITLE] = _forest(forest, setting_text(two_stage),
+                                             out / "paper_vs_ours.png")  # fmt: skip
     command = " ".join(["factmem report", *map(str, dirs)]
                        + ([f"--out {out}"] if out != dirs[0] / "report" else [])
                        + ([f"--paper {paper}"] if paper is not None else []))  # fmt: skip
     runs_dir = " ".join(map(str, dirs))
-    made_by = f"{len(runs)} finished runs. Made by `{command}`."
+    made_by = f"{len(runs)} finished runs ({setting_text(runs)}). Made by `{command}`."
     markdown = [f"# factmem report: {runs_dir}\n", made_by + "\n"]
+    markdown += [f"![{title}]({path.name})\n" for title, path in lead.items()]
     for i, (title, table) in enumerate(tables.items(), 1):
         stem = f"table{i}"
         write_text_atomic(out / f"{stem}.csv", table.reset_index().to_csv(index=False))
@@ -774,13 +884,20 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     markdown += [f"![{title}]({path.name})\n" for title, path in figs.items()]
     write_text_atomic(out / "report.md", "\n".join(markdown) + "\n")
     page = out / "report.html"
-    write_text_atomic(page, html_page(f"factmem report: {runs_dir}", made_by, tables, figs))
+    write_text_atomic(page, html_page(f"factmem report: {runs_dir}", made_by, tables, figs,
+                                      lead))  # fmt: skip
     return page
 
 
+def _img(title: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<img data-figure alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+
+
 def html_page(title: str, made_by: str, tables: dict[str, pd.DataFrame],
-              figs: dict[str, Path]) -> str:  # fmt: skip
-    """One file, figures embedded as data URIs; on load it counts what rendered (for tests)."""
+              figs: dict[str, Path], lead: dict[str, Path] | None = None) -> str:  # fmt: skip
+    """One file, figures embedded as data URIs, the `lead` figures (the answer) before the
+    tables; on load it counts what rendered (for tests)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>",
@@ -792,6 +909,8 @@ def html_page(title: str, made_by: str, tables: dict[str, pd.DataFrame],
         f"<h1>{html.escape(title)}</h1><p>{html.escape(made_by)} Mean ± sample standard "
         "deviation over seeds, n = 3 unless shown.</p>",
     ]
+    for title_text, path in (lead or {}).items():
+        parts += [f"<h2>{html.escape(title_text)}</h2>", _img(title_text, path)]
     for title_text, table in tables.items():
         flat = table.reset_index()
         flat.columns.name = None
@@ -799,10 +918,7 @@ def html_page(title: str, made_by: str, tables: dict[str, pd.DataFrame],
         body = body.replace("<table", f"<table data-table='{html.escape(title_text)}'", 1)
         parts += [f"<h2>{html.escape(title_text)}</h2>", body]
     for title_text, path in figs.items():
-        data = base64.b64encode(path.read_bytes()).decode()
-        parts += [f"<h2>{html.escape(title_text)}</h2>",
-                  f"<img data-figure alt='{html.escape(title_text)}' "
-                  f"src='data:image/png;base64,{data}'>"]  # fmt: skip
+        parts += [f"<h2>{html.escape(title_text)}</h2>", _img(title_text, path)]
     parts.append(
         "<script>window.addEventListener('load', () => {"
         "const imgs = [...document.querySelectorAll('img[data-figure]')];"

@@ -74,7 +74,8 @@ class TrainingConfig(_Strict):
         "auto",
         description="Attention kernel for training (transformers' attn_implementation). auto: "
         "per batch shape, the faster of sdpa and eager, timed once per process "
-        "(src/factmem/kernels.py; on CPUs with bf16, eager for short factoid rows); or a name "
+        "(src/factmem/kernels.py; on CPUs with bf16, eager for short factoid rows; under a "
+        "multi-process launch, the model's own); or a name "
         "(sdpa, eager, flash_attention_2, ...). Scoring uses the model's own kernel. Not part "
         "of a run's fingerprint: kernels differ only in float rounding.",
     )
@@ -410,6 +411,13 @@ class EvaluationConfig(_Strict):
         "trusted (numerics may differ from generate there); such examples are generated.",
     )
     bf16: bool = Field(False, description="bf16 autocast during evaluation (default fp32).")
+    fact_scores: bool = Field(
+        True,
+        description="Beside each exact-match verdict, record whether the gold is in the "
+        "output, its teacher-forced mean log-prob and first-token rank, and its Logit Lens "
+        "layer of first occurrence (src/factmem/fact_scores.py); the report counts D_A facts "
+        "kept / hidden / lost. Two forward passes per scored set.",
+    )
     curve_every_steps: int = Field(
         0,
         ge=0,

@@ -1,0 +1,79 @@
+"""Fact scores beside exact match (src/factmem/fact_scores.py): kept / hidden / lost."""
+
+import json
+
+import pytest
+import torch
+
+from factmem.archive import archive_runs
+from factmem.config import load_config
+from factmem.data.example import encode_prompt, encode_response
+from factmem.evaluation import exact_match
+from factmem.fact_scores import score_facts
+from factmem.pipeline import run_experiment
+from factmem.records import FACT_SCORE_FIELDS, fact_status
+from factmem.report import collect_runs, status_table
+from factmem.testing import tiny_config_data
+
+
+@pytest.mark.parametrize("row, status", [
+    ({"correct": True, "contains": True, "first_token_rank": 1}, "kept"),
+    ({"correct": False, "contains": True, "first_token_rank": 7}, "hidden"),
+    ({"correct": False, "contains": False, "first_token_rank": 1}, "hidden"),
+    ({"correct": False, "contains": False, "first_token_rank": 2}, "lost"),
+    ({"correct": True}, "kept"),  # scored before fact scores: exact match still says kept
+    ({"correct": False}, None),  # ... but cannot tell hidden from lost
+])  # fmt: skip
+def test_the_status_rule(row, status):
+    assert fact_status(row) == status
+
+
+def test_fact_scores_agree_with_the_model(partly_trained):
+    model, tokenizer, examples = partly_trained
+    predictions = exact_match(model, tokenizer, examples, max_new_tokens=8, progress=False)
+    assert 0 < sum(p.correct for p in predictions) < len(examples)  # some right, some wrong
+    score_facts(model, tokenizer, examples, predictions, batch_size=7)  # batches split
+    layers = model.config.num_hidden_layers
+    model.eval()
+    for example, p in zip(examples, predictions, strict=True):
+        if p.correct:  # greedy decoding led with the gold's first token, and said it all
+            assert p.first_token_rank == 1 and p.contains
+            assert p.lens_first_layer is not None  # the last layer's top-1 is in its top-10
+        assert 1 <= p.first_token_rank <= len(tokenizer)
+        assert p.lens_first_layer is None or 1 <= p.lens_first_layer <= layers
+        # the mean log-prob, computed here independently on the unpadded sequence
+        prompt, gold = encode_prompt(tokenizer, example.prompt), encode_response(
+            tokenizer, example.response)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + gold])).logits[0, len(prompt) - 1 : -1]
+        expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(gold)[:, None]).mean()
+        assert p.gold_logprob == pytest.approx(expected.item(), abs=1e-3)
+        row = p.to_json()
+        assert set(FACT_SCORE_FIELDS) <= set(row) and fact_status(row) in ("kept", "hidden",
+                                                                          "lost")  # fmt: skip
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_run_records_fact_scores_and_the_archive_and_report_keep_them(tiny_model_dir, tmp_path,
+                                                                        on):  # fmt: skip
+    data = tiny_config_data(tiny_model_dir, tmp_path / "runs")
+    data["evaluation"]["fact_scores"] = on
+    run_experiment(load_config(data), progress=False)
+    rows = [json.loads(line) for line in
+            (tmp_path / "runs" / "tiny" / "stage2" / "predictions" / "stage1.jsonl")
+            .read_text().splitlines()]  # fmt: skip
+    assert len(rows) == 8
+    assert all((set(FACT_SCORE_FIELDS) <= set(row)) is on for row in rows)
+    archive_runs([tmp_path / "runs"], tmp_path / "archive")
+    archived = [json.loads(line) for line in
+                next((tmp_path / "archive").rglob("stage2/predictions/stage1.jsonl"))
+                .read_text().splitlines()]  # fmt: skip
+    assert all("output" not in row and (set(FACT_SCORE_FIELDS) <= set(row)) is on
+               for row in archived)  # fmt: skip
+    table = status_table(collect_runs(tmp_path / "archive"))
+    if not on:
+        assert table.empty
+        return
+    counts = {s: int(table.iloc[0][s].split()[0]) for s in ("kept", "hidden", "lost")}
+    assert sum(counts.values()) == 8
+    assert counts == {s: sum(fact_status(r) == s for r in rows) for s in counts}
