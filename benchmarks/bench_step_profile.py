@@ -1,12 +1,11 @@
 """Where a training step's time goes, and how close it is to the machine's matmul bound.
 
 One stage of the embedded SmolLM2-135M with batch 32, trained three ways, each in its own
-process (the allocator's huge-page switch is read once per process), one after another:
+process (so that none inherits another's allocator state), one after another:
 
   naive    transformers' Trainer, DataCollatorForLanguageModeling, fp32 (what a user writes)
-  before   factmem as it was: SDPA attention (transformers' default), 4 KB pages
-           (`training.attention: sdpa`, THP_MEM_ALLOC_ENABLE=0)
-  now      factmem's defaults: the attention kernel chosen by measurement, huge pages
+  before   factmem as it was: SDPA attention, transformers' default (`training.attention: sdpa`)
+  now      factmem's defaults: the attention kernel chosen by measurement
 
 For each, tokens/s over the whole stage (`train_stage`'s own wall time: collator, answer-
 column logits, fused AdamW, malloc trim, all of it), then the same stage again under
@@ -35,7 +34,7 @@ from pathlib import Path
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 VARIANTS = {  # name: (environment, training overrides)
     "naive": ({}, None),
-    "before": ({"THP_MEM_ALLOC_ENABLE": "0"}, {"attention": "sdpa"}),
+    "before": ({}, {"attention": "sdpa"}),
     "now": ({}, {}),
 }
 
@@ -212,7 +211,7 @@ def main() -> None:
         return worker(args)
     rows = {}
     for name in args.variants:
-        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        env = dict(os.environ)
         command = [sys.executable, __file__, "--worker", name, "--scenario", args.scenario,
                    "--facts", str(args.facts), "--epochs", str(args.epochs), "--bf16", args.bf16]
         out = subprocess.run(command, env=env | VARIANTS[name][0], capture_output=True,

@@ -1,12 +1,8 @@
-"""Kernel choices (src/factmem/kernels.py): the attention kernel by measurement, huge pages.
+"""The attention kernel by measurement (src/factmem/kernels.py).
 
 What must hold: every kernel gives today's loss and gradients within the precision's
 tolerance, `auto` picks by the timings (and only for a clear gain), the stage records which
 kernel trained its batches, and scoring always runs on the model's own kernel."""
-
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -23,7 +19,6 @@ from factmem.training import train_stage
 
 FAST = dict(learning_rate=1e-2, batch_size=4, bf16=False, checkpoint_every_epochs=0,
             warmup_ratio=0.0)  # fmt: skip
-HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
 
 
 def _batches(tokenizer):
@@ -162,17 +157,6 @@ def test_the_kernel_is_checked_and_not_part_of_a_fingerprint():
         .fingerprint(0))  # fmt: skip
     with pytest.raises(ConfigError, match="attention"):
         config("fast_please")
-
-
-@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
-def test_importing_factmem_asks_for_huge_pages_unless_told_otherwise(preset, expected):
-    env = {k: v for k, v in os.environ.items() if k != HUGE_PAGES}
-    if preset is not None:
-        env[HUGE_PAGES] = preset
-    code = "import factmem, os; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)  # fmt: skip
-    assert out.stdout.strip() == expected
 
 
 def test_auto_keeps_the_models_own_kernel_across_processes(tiny, monkeypatch):
