@@ -23,6 +23,7 @@ dtype: the step time if a step cost its matrix products and nothing else.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -178,7 +179,7 @@ def profile(variant: str, data, tokenizer, path: str, bf16: bool, work: Path) ->
 def worker(args) -> None:
     from factmem.data.example import encode_example
     from factmem.models import load_tokenizer, resolve_model
-    from factmem.training import use_bf16
+    from factmem.training import release_freed_memory, use_bf16
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
@@ -187,6 +188,10 @@ def worker(args) -> None:
     tokens = args.epochs * sum(len(encode_example(tokenizer, e)["input_ids"]) for e in data)
     with tempfile.TemporaryDirectory() as tmp:
         seconds = train(args.worker, data, tokenizer, path, args.epochs, bf16, Path(tmp) / "t")
+        # the naive Trainer does not trim: without this its freed memory stays with the
+        # process, and the profiled stage after it was OOM-killed on 24 GB once
+        gc.collect()
+        release_freed_memory()
         row = {"seconds": round(seconds, 1), "tokens": tokens,
                "tokens_per_s": round(tokens / seconds, 1), "bf16": bf16 and args.worker != "naive"}
         row |= profile(args.worker, data, tokenizer, path, bf16, Path(tmp) / "p")  # fmt: skip
