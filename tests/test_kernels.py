@@ -106,6 +106,7 @@ def test_auto_takes_the_faster_kernel_only_for_a_clear_gain(tiny, monkeypatch):
 def test_width_buckets_are_powers_of_two_from_32():
     assert [kernels.width_bucket(w) for w in (1, 32, 33, 100, 512, 513)] == [
         32, 32, 64, 128, 512, 1024]  # fmt: skip
+    assert [kernels.width_bucket(r, smallest=1) for r in (1, 7, 8, 9, 32)] == [1, 8, 8, 16, 32]
 
 
 @pytest.mark.parametrize("setting", ["auto", "eager"])

@@ -38,10 +38,11 @@ CLEAR_GAIN = 1.5
 _chosen: dict[tuple, str] = {}  # per process: (device, dtype, shape of the model, batch) -> kernel
 
 
-def width_bucket(width: int) -> int:
-    """Batch widths timed together: powers of two from 32 (factoid rows are 30-60 tokens,
-    packed rows up to pack_row_tokens)."""
-    bucket = 32
+def width_bucket(width: int, smallest: int = 32) -> int:
+    """Batch widths (or row counts) timed together: powers of two from `smallest` (factoid
+    rows are 30-60 tokens, packed rows up to pack_row_tokens; packed batches of 7, 8 or 9
+    rows are one bucket of rows, timed once)."""
+    bucket = smallest
     while bucket < width:
         bucket *= 2
     return bucket
@@ -146,7 +147,7 @@ def choose_attention(model: torch.nn.Module, default: str, rows: int, width: int
     if module is None or default not in AUTO_CANDIDATES:
         return default
     device = next(model.parameters()).device
-    bucket = width_bucket(width)
+    bucket, rows = width_bucket(width), width_bucket(rows, smallest=1)
     key = (device.type, str(dtype), type(module).__qualname__, module.config.num_attention_heads,
            module.head_dim, rows, bucket, default)  # fmt: skip
     if key not in _chosen:
