@@ -676,13 +676,18 @@ def forest_rows(two_stage: pd.DataFrame, versus: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# the embedded model's config name, as the page should say what it is
+EMBEDDED_NAME = ("smollm2-135m", "SmolLM2-135M-Instruct (dequantised from Q4_1)")
+
+
 def setting_text(runs: pd.DataFrame) -> str:
     """Our model and regime in words: what the page and its headline figure are about."""
     def values(column: str) -> str:
         found = [v for v in dict.fromkeys(runs[column]) if v is not None and v == v]
         return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in found) or "?"
 
-    return (f"ours: {values('model')}, {values('facts')} D_A facts, learning rate "
+    return (f"ours: {values('model').replace(*EMBEDDED_NAME)}, {values('facts')} D_A facts, "
+            f"learning rate "
             f"{values('learning_rate')}, {runs['seed'].nunique()} seed(s)")
 
 
