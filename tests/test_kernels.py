@@ -4,6 +4,8 @@ What must hold: every kernel gives today's loss and gradients within the precisi
 tolerance, `auto` picks by the timings (and only for a clear gain), the stage records which
 kernel trained its batches, and scoring always runs on the model's own kernel."""
 
+import json
+
 import pytest
 import torch
 from transformers import DataCollatorForSeq2Seq
@@ -80,7 +82,7 @@ def test_timing_attention_runs_a_models_worth_forward_and_backward(tiny, monkeyp
     assert len(calls) == 1 + model.config.num_hidden_layers  # a warm-up call, then one a layer
 
 
-def test_auto_takes_the_faster_kernel_only_for_a_clear_gain(tiny, monkeypatch):
+def test_auto_takes_the_faster_kernel_only_for_a_clear_gain(tiny, monkeypatch, tmp_path):
     model, _ = tiny
     timed = []
 
@@ -91,6 +93,8 @@ def test_auto_takes_the_faster_kernel_only_for_a_clear_gain(tiny, monkeypatch):
 
     monkeypatch.setattr(kernels, "time_attention", fake_timings)
     monkeypatch.setattr(kernels, "_chosen", {})
+    monkeypatch.setattr(kernels, "_loaded", False)
+    monkeypatch.setenv("FACTMEM_CACHE", str(tmp_path))
     assert kernels.choose_attention(model, "sdpa", 8, 36, torch.bfloat16) == "eager"
     assert kernels.choose_attention(model, "sdpa", 16, 36, torch.bfloat16) == "sdpa"
     # each shape bucket is timed once, at the bucket's width; a clear gap (2x) in one round,
@@ -120,6 +124,8 @@ def test_a_stage_records_its_kernels_and_scores_with_the_models_own(
     monkeypatch.setattr(kernels, "time_attention",
                         lambda module, name, *a: {"sdpa": 1.0, "eager": 0.1}[name])  # fmt: skip
     monkeypatch.setattr(kernels, "_chosen", {})
+    monkeypatch.setattr(kernels, "_loaded", False)
+    monkeypatch.setenv("FACTMEM_CACHE", str(tmp_path))
     seen_in_training, seen_when_scoring = [], []
     forward = type(model).forward
 
@@ -169,3 +175,17 @@ def test_auto_keeps_the_models_own_kernel_across_processes(tiny, monkeypatch):
     switch = kernels.AttentionSwitch(model, "auto", torch.float32)
     switch.before_batch({"input_ids": torch.zeros(4, 30, dtype=torch.long)})
     assert switch.counts == {"sdpa": 1}
+
+
+def test_a_choice_is_kept_on_disk_and_reused_by_later_processes(tiny, monkeypatch, tmp_path):
+    """Runs of one config on one machine train with one kernel, whatever later timings say."""
+    model, _ = tiny
+    monkeypatch.setenv("FACTMEM_CACHE", str(tmp_path))
+    for winner in ("eager", "sdpa"):  # a second process whose timings would say otherwise
+        monkeypatch.setattr(kernels, "_chosen", {})
+        monkeypatch.setattr(kernels, "_loaded", False)
+        monkeypatch.setattr(kernels, "time_attention", lambda module, name, *a, w=winner, **k:
+                            0.1 if name == w else 1.0)  # fmt: skip
+        assert kernels.choose_attention(model, "sdpa", 8, 36, torch.bfloat16) == "eager"
+    assert list(json.loads((tmp_path / "attention_kernels.json").read_text()).values()) == [
+        "eager"]

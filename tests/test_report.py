@@ -1,5 +1,6 @@
 """Reports from run directories written by hand (known numbers): tables, figures, HTML."""
 
+import html
 import json
 import re
 import shutil
@@ -475,7 +476,7 @@ def test_the_report_opens_with_ours_beside_the_papers_change(paired_dir, tmp_pat
     runs = collect_runs(paired_dir)
     versus = paper_vs_ours(runs, load_paper_numbers(paper))
     rows = forest_rows(runs, versus).set_index("cell")
-    assert list(rows.index) == ["kvr -> kvr_id: Random/-", "kvr -> kvr_id: Replay 0.1"]
+    assert sorted(rows.index) == ["kvr -> kvr_id: Random/-", "kvr -> kvr_id: Replay 0.1"]
     paired = paired_rows(runs).set_index("strategy")
     for cell, strategy, paper_delta in (("kvr -> kvr_id: Random/-", "Random/-", 40.0),
                                         ("kvr -> kvr_id: Replay 0.1", "Replay 0.1", 5.0)):
@@ -484,6 +485,6 @@ def test_the_report_opens_with_ours_beside_the_papers_change(paired_dir, tmp_pat
             assert rows.loc[cell, column] == paired.loc[strategy, column]
     page = write_report(paired_dir, tmp_path / "out", paper=paper).read_text()
     assert (tmp_path / "out" / "paper_vs_ours.png").stat().st_size > 0
-    assert page.index(FOREST_TITLE) < page.index("<table")
+    assert page.index(html.escape(FOREST_TITLE)) < page.index("<table")
     assert setting_text(runs) in page and "3 seed(s)" in setting_text(runs)
     assert "ours Δ [95% interval]" in page and "seeds resampled" in page

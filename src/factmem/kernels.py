@@ -5,21 +5,27 @@ autocast, the SDPA flash kernel's backward cost 0.64 s of a 4.8 s SmolLM2 step o
 rows of factoid batches (32 x 36 tokens), and eager attention (two batched matmuls and a
 softmax) a few tens of ms; at 512-token packed rows the reverse held (BENCHMARKS.md). So
 with `training.attention: auto` each batch shape (rows x width bucket) is timed once per
-process, for each candidate, and the faster one trains it. Neither torch nor transformers
-measures this, hence the code here. The kernels differ only in float rounding (tests), so
-the choice is not part of a run's fingerprint.
+machine (the choice is kept on disk), for each candidate, and the faster one trains it.
+Neither torch nor transformers measures this, hence the code here. The kernels differ
+only in float rounding (tests), so the choice is not part of a run's fingerprint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import platform
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 
+from factmem.atomic import write_json_atomic
 from factmem.distributed import world_size
 
 T = TypeVar("T")
@@ -35,7 +41,12 @@ MIN_GAIN = 0.10
 # Timings further apart than this are decided on one round; closer ones get a second.
 CLEAR_GAIN = 1.5
 
-_chosen: dict[tuple, str] = {}  # per process: (device, dtype, shape of the model, batch) -> kernel
+# (machine, device, dtype, shape of the model, batch bucket) -> kernel. Kept on disk
+# (FACTMEM_CACHE/attention_kernels.json): a choice is measured once per machine, and every
+# later run there trains with the same kernel, so runs of one config stay reproducible to
+# the bit instead of following a timing that can flip (a tiny model's timings did).
+_chosen: dict[str, str] = {}
+_loaded = False
 
 
 def width_bucket(width: int, smallest: int = 32) -> int:
@@ -140,16 +151,18 @@ def time_attention(module: torch.nn.Module, name: str, rows: int, width: int, dt
 def choose_attention(model: torch.nn.Module, default: str, rows: int, width: int,
                      dtype: torch.dtype) -> str:  # fmt: skip
     """The faster of AUTO_CANDIDATES for a batch of `rows` x `width` tokens, timed once per
-    process and shape bucket; `default` (the model's own) unless another is MIN_GAIN faster.
+    machine and shape bucket; `default` (the model's own) unless another is MIN_GAIN faster.
     Costs ~1 s for 32 x 64-token batches of SmolLM2 on 2 CPU cores, ~10-25 s for 512-token
-    rows (once per process, against stages of many minutes at those widths)."""
+    rows (once per machine, against stages of many minutes at those widths)."""
     module = attention_module(model)
     if module is None or default not in AUTO_CANDIDATES:
         return default
     device = next(model.parameters()).device
     bucket, rows = width_bucket(width), width_bucket(rows, smallest=1)
-    key = (device.type, str(dtype), type(module).__qualname__, module.config.num_attention_heads,
-           module.head_dim, rows, bucket, default)  # fmt: skip
+    key = json.dumps([_machine(device), str(dtype), type(module).__qualname__,
+                      module.config.num_attention_heads, module.head_dim,
+                      getattr(module.config, "num_hidden_layers", 1), rows, bucket, default])
+    _load_choices()
     if key not in _chosen:
         times = {name: time_attention(module, name, rows, bucket, dtype, device)
                  for name in AUTO_CANDIDATES}  # fmt: skip
@@ -160,10 +173,53 @@ def choose_attention(model: torch.nn.Module, default: str, rows: int, width: int
         best = min(times, key=times.__getitem__)
         chosen = best if times[best] < (1 - MIN_GAIN) * times[default] else default
         _chosen[key] = chosen
+        _save_choice(key, chosen)
         log.info("attention for %d x %d-token batches (%s, %s): %s (%s)", rows, bucket,
                  device.type, str(dtype).removeprefix("torch."), chosen,
                  ", ".join(f"{n} {t * 1e3:.1f} ms" for n, t in times.items()))  # fmt: skip
     return _chosen[key]
+
+
+def _choices_file() -> Path:
+    from factmem.models import cache_dir
+
+    return cache_dir() / "attention_kernels.json"
+
+
+def _machine(device: torch.device) -> str:
+    """What the timings depend on: the processor (or GPU) and the torch build."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        try:
+            lines = Path("/proc/cpuinfo").read_text().splitlines()
+            models = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+            name = models[0] if models else platform.processor()
+            name += f" x{os.cpu_count()}"
+        except OSError:
+            name = platform.processor() or platform.machine()
+    return f"{name}, torch {torch.__version__}"
+
+
+def _load_choices() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    with contextlib.suppress(OSError, ValueError):  # none yet, or unreadable: measured anew
+        _chosen.update(json.loads(_choices_file().read_text()))
+
+
+def _save_choice(key: str, name: str) -> None:
+    try:
+        saved = json.loads(_choices_file().read_text())
+    except (OSError, ValueError):
+        saved = {}
+    saved[key] = name
+    try:
+        write_json_atomic(_choices_file(), saved)
+    except OSError as err:  # a read-only cache: the choice holds for this process only
+        log.warning("could not keep the attention kernel choice in %s: %s", _choices_file(), err)
 
 
 class AttentionSwitch:

@@ -73,7 +73,8 @@ class TrainingConfig(_Strict):
     attention: str = Field(
         "auto",
         description="Attention kernel for training (transformers' attn_implementation). auto: "
-        "per batch shape, the faster of sdpa and eager, timed once per process "
+        "per batch shape, the faster of sdpa and eager, timed once per machine and kept in "
+        "FACTMEM_CACHE/attention_kernels.json, so reruns train with the same kernel "
         "(src/factmem/kernels.py; on CPUs with bf16, eager for short factoid rows; under a "
         "multi-process launch, the model's own); or a name "
         "(sdpa, eager, flash_attention_2, ...). Scoring uses the model's own kernel. Not part "
