@@ -13,6 +13,7 @@ only in float rounding (tests), so the choice is not part of a run's fingerprint
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -152,8 +153,8 @@ def choose_attention(model: torch.nn.Module, default: str, rows: int, width: int
                      dtype: torch.dtype) -> str:  # fmt: skip
     """The faster of AUTO_CANDIDATES for a batch of `rows` x `width` tokens, timed once per
     machine and shape bucket; `default` (the model's own) unless another is MIN_GAIN faster.
-    Costs ~1 s for 32 x 64-token batches of SmolLM2 on 2 CPU cores, ~10-25 s for 512-token
-    rows (once per machine, against stages of many minutes at those widths)."""
+    Costs seconds for 32 x 64-token batches of SmolLM2 on 2 CPU cores, ~15 s per row bucket
+    of 512-token rows (BENCHMARKS.md), once per machine."""
     module = attention_module(model)
     if module is None or default not in AUTO_CANDIDATES:
         return default
@@ -186,6 +187,7 @@ def _choices_file() -> Path:
     return cache_dir() / "attention_kernels.json"
 
 
+@functools.cache
 def _machine(device: torch.device) -> str:
     """What the timings depend on: the processor (or GPU) and the torch build."""
     if device.type == "cuda":
@@ -235,14 +237,18 @@ class AttentionSwitch:
         self.model, self.setting, self.dtype = model, setting, dtype
         self.original = current_attention(model)
         self.counts: dict[str, int] = {}
+        self._by_shape: dict[tuple[int, int], str] = {}  # batches of a shape seen before
         if setting != "auto":
             set_attention(model, setting)
 
     def before_batch(self, inputs: dict) -> None:
         name = self.setting
-        if name == "auto":
-            rows, width = inputs["input_ids"].shape[:2]
-            name = choose_attention(self.model, self.original, rows, width, self.dtype)
+        if name == "auto":  # choose_attention walks the model and keys by machine: once a shape
+            shape = tuple(inputs["input_ids"].shape[:2])
+            if shape not in self._by_shape:
+                self._by_shape[shape] = choose_attention(self.model, self.original, *shape,
+                                                         self.dtype)  # fmt: skip
+            name = self._by_shape[shape]
         set_attention(self.model, name)  # again after a probe scored with the model's own
         self.counts[name] = self.counts.get(name, 0) + 1
 
