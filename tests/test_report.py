@@ -475,7 +475,7 @@ def test_the_report_opens_with_ours_beside_the_papers_change(paired_dir, tmp_pat
         for s, v in {"No Mixing": 20.0, "Random/-": 60.0, "Replay 0.1": 25.0}.items()]}]}))
     runs = collect_runs(paired_dir)
     versus = paper_vs_ours(runs, load_paper_numbers(paper))
-    rows = forest_rows(runs, versus).set_index("cell")
+    rows = forest_rows(versus, paired_rows(runs[runs["variant"] == ""])).set_index("cell")
     assert sorted(rows.index) == ["kvr -> kvr_id: Random/-", "kvr -> kvr_id: Replay 0.1"]
     paired = paired_rows(runs).set_index("strategy")
     for cell, strategy, paper_delta in (("kvr -> kvr_id: Random/-", "Random/-", 40.0),

@@ -92,11 +92,6 @@ def final_predictions(run_dir: Path, stage: int, set_name: str) -> dict[str, dic
     return rows
 
 
-def final_verdicts(run_dir: Path, stage: int, set_name: str) -> dict[str, bool]:
-    """{fact key: correct} of set `set_name` scored after stage `stage` (1-based)."""
-    return {k: bool(row["correct"])
-            for k, row in final_predictions(run_dir, stage, set_name).items()}  # fmt: skip
-
 
 def status_counts(rows: dict[str, dict]) -> dict[str, int] | None:
     """How many facts are kept / hidden / lost (records.fact_status); None for runs scored
@@ -422,18 +417,20 @@ def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
     return out.set_index(["D_A", "D_B", "strategy"])
 
 
-def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame,
+                  paired: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every cell both have: the paper's number and its change from No Mixing, ours (mean ±
     std over seeds) and our paired change with its interval, and a verdict on the direction:
     agrees / disagrees where our difference is established (stats.PairedDifference.verdict),
     else not established.
 
     A strategy label may carry a variant in parentheses (`-/Generic (state_union)`): it is
-    compared with the paper's `-/Generic`."""
+    compared with the paper's `-/Generic`. `paired`: paired_rows of the runs without a
+    variant, when the caller has them already (a seeded bootstrap per cell: done once)."""
     runs = runs[runs["variant"] == ""].assign(
         paper_strategy=lambda r: r["strategy"].str.replace(r" \(.*\)$", "", regex=True)
     )
-    paired = paired_rows(runs)
+    paired = paired_rows(runs) if paired is None else paired
     paired = paired.set_index(["d_a", "d_b", "strategy"]) if not paired.empty else None
     base_paper = paper[paper["strategy"].isin(PAPER_BASELINES)]
     base_paper = base_paper.drop_duplicates(["table", "d_a", "d_b"])
@@ -655,10 +652,10 @@ def _stage_bars(runs: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def forest_rows(two_stage: pd.DataFrame, versus: pd.DataFrame) -> pd.DataFrame:
+def forest_rows(versus: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
     """paper_vs_ours's cells that have both changes from No Mixing, with ours as numbers
-    (difference, fact-level and seed-level interval) beside the paper's, in its order."""
-    paired = paired_rows(two_stage[two_stage["variant"] == ""])
+    (difference, fact-level and seed-level interval, from the same `paired` rows that
+    paper_vs_ours was given) beside the paper's, in its order."""
     if paired.empty:
         return paired
     paired = paired.set_index(["d_a", "d_b", "strategy"])
@@ -856,14 +853,15 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         tables["Replay: D_A after the last stage, replayed facts apart from the rest"] = replays
     if paper is not None:
         published = load_paper_numbers(paper_numbers_path(paper))
-        versus = paper_vs_ours(two_stage, published)
+        plain = paired_rows(two_stage[two_stage["variant"] == ""])
+        versus = paper_vs_ours(two_stage, published, plain)
         if versus.empty:
             log.warning("--paper %s: none of these runs' cells is in the paper's tables", paper)
         else:
             tables["Paper vs ours: D_A after stage 2 (%)"] = versus.set_index(
                 ["D_A", "D_B", "strategy"]
             )
-            forest = forest_rows(two_stage, versus)
+            forest = forest_rows(versus, plain)
             if not forest.empty:
                 import matplotlib
 
