@@ -1,7 +1,7 @@
 """The attention kernel of a training step, chosen by measurement.
 
 transformers picks attention by name (SDPA unless told otherwise). On CPUs with bf16
-autocast, the SDPA flash kernel's backward cost 0.64 s of a 4.8 s SmolLM2 step on the short
+autocast, the SDPA flash kernel's backward cost 0.63 s of a 4.4 s SmolLM2 step on the short
 rows of factoid batches (32 x 36 tokens), and eager attention (two batched matmuls and a
 softmax) a few tens of ms; at 512-token packed rows the reverse held (BENCHMARKS.md). So
 with `training.attention: auto` each batch shape (rows x width bucket) is timed once per
