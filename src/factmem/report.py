@@ -26,6 +26,7 @@ from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.methods import method_labels
 from factmem.records import FACT_STATUSES, RunResults, fact_status
+from factmem.regime_map import HEAT_TITLE, MAP_TITLE, heat_map, map_rows, map_table
 from factmem.stats import mean_std_text, paired_difference
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         "strategy": config.tags.get("strategy") or strategy_label(config),
         "variant": variant,
         "da_by_stage": da_by_stage,
+        "steps_by_stage": [r.steps for r in results.stages],
         "da_first": da_by_stage[0],
         "da_final": da_by_stage[-1],
         "db_final": last.get(config.stage_name(len(config.stages) - 1)) if later else None,
@@ -824,6 +826,10 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     two_stage, multi = runs[runs["stages"] == 2], runs[runs["stages"] >= 3]
     tables = {}
     lead: dict[str, Path] = {}  # the answer, shown before every table
+    regime = map_rows(runs)
+    if not regime.empty:  # a regime-map grid: the map is its answer, so it comes first
+        tables[MAP_TITLE] = map_table(regime)
+        lead[HEAT_TITLE] = heat_map(regime, out / "regime_map.png")
     if not two_stage.empty:
         tables |= {
             "D_A exact match after stage 2 (%)": paper_table(two_stage, "da_final"),

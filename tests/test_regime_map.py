@@ -1,0 +1,103 @@
+"""The regime map: the rule that picks a regime point, applied to hand-made runs with a known
+answer, held to the words of the grid file that fixed it before the runs."""
+
+from pathlib import Path
+
+import pandas as pd
+from test_report import KVR, _write_run
+
+from factmem.config import load_config
+from factmem.grid import load_grid
+from factmem.regime_map import (
+    D_B_AT_LEAST,
+    MAP_TITLE,
+    RETENTION_ABOVE,
+    RETENTION_BELOW,
+    STAGE1_AT_LEAST,
+    map_rows,
+    map_table,
+)
+from factmem.report import write_report
+
+GRID = Path(__file__).parents[1] / "configs" / "grids" / "regime-map.yaml"
+
+
+def _runs(points: list[tuple[str, int, float, float, float, float]]) -> pd.DataFrame:
+    """(pair's D_B, facts, lr, D_A after stage 1, D_B after stage 2, D_A after stage 2)."""
+    return pd.DataFrame([{
+        "stages": 2, "strategy": "No Mixing", "d_a": "popqa", "d_b": d_b, "facts": facts,
+        "learning_rate": lr, "da_first": first, "db_final": db, "da_final": final,
+        "da_status": {"kept": 1, "hidden": 1, "lost": 2}, "steps_by_stage": [facts // 32] * 2,
+    } for d_b, facts, lr, first, db, final in points])  # fmt: skip
+
+
+def test_the_rule_prefers_most_facts_then_the_lowest_rate_among_usable_points():
+    rows = map_rows(_runs([
+        ("lama", 512, 5e-5, 0.50, 1.00, 0.40),   # stage 1 did not memorise
+        ("lama", 512, 1e-4, 0.97, 0.99, 0.30),   # usable: the most facts -> chosen
+        ("lama", 512, 3e-4, 0.99, 1.00, 0.60),   # usable, but a higher rate
+        ("lama", 128, 5e-5, 1.00, 1.00, 0.50),   # usable, fewer facts
+        ("lama", 32, 3e-4, 1.00, 0.90, 0.50),    # D_B not learned
+        ("gsm8k", 32, 3e-4, 1.00, 1.00, 0.0),    # the KVR floor: retention 0
+        ("gsm8k", 128, 3e-4, 1.00, 1.00, 0.95),  # retention above 90%
+    ]))
+    chosen = rows[rows["chosen"]]
+    assert chosen[["pair", "facts", "learning_rate"]].values.tolist() == [
+        ["popqa -> lama", 512, 1e-4]]
+    lama = rows[rows["pair"] == "popqa -> lama"].set_index(["facts", "learning_rate"])
+    assert "stage 1 did not memorise" in lama.loc[(512, 5e-5), "why"]
+    assert "D_B not learned" in lama.loc[(32, 3e-4), "why"]
+    assert lama["usable"].sum() == 3
+    gsm = rows[rows["pair"] == "popqa -> gsm8k"]
+    assert not gsm["usable"].any()  # no point lifts the floor: nothing chosen
+    assert "retention 95% outside" in " ".join(gsm["why"])
+    table = map_table(rows)
+    assert table.loc[("popqa -> lama", 512, "0.0001"), "rule"] == "CHOSEN"
+    assert table.loc[("popqa -> lama", 512, "0.0001"), "kept / hidden / lost"] == "1 / 1 / 2"
+
+
+def test_a_map_needs_two_fact_counts_and_two_rates():
+    assert map_rows(_runs([("lama", 32, 3e-4, 1, 1, 0.5), ("lama", 32, 1e-4, 1, 1, 0.5)])).empty
+
+
+def test_the_grid_file_states_the_rule_this_module_applies():
+    text = " ".join(line.lstrip("# ").strip() for line in GRID.read_text().splitlines())
+    assert f"exact match after stage 1 >= {STAGE1_AT_LEAST:.0%}" in text
+    assert f"D_B exact match after stage 2 >= {D_B_AT_LEAST:.0%}" in text
+    assert f"strictly between {RETENTION_ABOVE:.0%} and {RETENTION_BELOW:.0%}" in text
+    assert "most facts per stage first (most optimizer steps), then the lowest learning" in text
+
+
+def test_the_grid_holds_d_b_of_kvr_at_32_and_grows_popqa_with_the_facts():
+    grid = load_grid(GRID, data_dir="/data")
+    assert len(grid.runs) == 18
+    for run in grid.runs:
+        facts = int(run.tags["facts"])
+        first, second = run.config.stages
+        assert first.size == facts and first.stop.exact_match_at_least == STAGE1_AT_LEAST
+        assert second.stop.loss_below == 1e-4 and second.stop.max_epochs == 20
+        if run.tags["pair"] == "kvr-gsm8k":
+            assert (first.dataset, second.dataset, second.size) == ("kvr", "gsm8k", 32)
+        else:
+            assert (first.dataset, second.dataset, second.size) == ("popqa", "lama", facts)
+
+
+def test_a_report_of_a_map_opens_with_it(tmp_path):
+    root = tmp_path / "runs"
+    for facts, lr, final in [(8, 3e-4, 0.0), (8, 1e-4, 0.5), (16, 3e-4, 0.25), (16, 1e-4, 1.0)]:
+        config = load_config({
+            "name": f"f{facts}_lr{lr:g}", "seed": 0, "training": {"learning_rate": lr},
+            "tags": {"facts": str(facts), "lr": f"{lr:g}"},
+            "stages": [{"name": "D_A", "dataset": "kvr", "size": facts, "options": KVR,
+                        "stop": {"epochs": 1}},
+                       {"name": "D_B", "dataset": "kvr_id", "size": 8, "stop": {"epochs": 1}}],
+        })  # fmt: skip
+        _write_run(root, config, [1.0, final])
+    page = write_report(root, tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "regime_map.png").stat().st_size > 1000
+    assert markdown.index("regime_map.png") < markdown.index("## ")
+    assert markdown.index(MAP_TITLE) < markdown.index("## D_A exact match after stage 2")
+    chosen = [line for line in markdown.splitlines() if "CHOSEN" in line]
+    assert len(chosen) == 1 and "| 16 " in chosen[0] and "0.0003" in chosen[0]  # 25%: usable
+    assert page.is_file()
