@@ -76,7 +76,7 @@ def train(variant: str, data, tokenizer, path: str, epochs: int, bf16: bool, wor
 
     model = load_model(path, tokenizer)
     if variant == "naive":
-        return naive(model, data, tokenizer, epochs, work, callbacks)
+        return naive(model, data, tokenizer, epochs, work, callbacks, bf16)
     cfg = TrainingConfig(learning_rate=3e-4, checkpoint_every_epochs=0, bf16=bf16,
                          **VARIANTS[variant][1])  # fmt: skip
     if callbacks:  # profiling: train_stage builds its own Trainer; add the callback to it
@@ -96,18 +96,22 @@ def train(variant: str, data, tokenizer, path: str, epochs: int, bf16: bool, wor
     return out.wall_time_s
 
 
-def naive(model, data, tokenizer, epochs, work, callbacks) -> float:
+def naive(model, data, tokenizer, epochs, work, callbacks, bf16: bool = False) -> float:
+    """The Trainer as a user writes it: fp32 on a CPU; on a GPU with bf16=True, the flag
+    every GPU user sets (so the GPU comparison is not flattered by an fp32 baseline)."""
+    import torch
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from factmem.data.example import format_example
 
+    on_gpu = torch.cuda.is_available()
     encoded = [tokenizer(format_example(e, tokenizer.eos_token), add_special_tokens=False)
                for e in data]  # fmt: skip
     args = TrainingArguments(output_dir=str(work), per_device_train_batch_size=32,
                              num_train_epochs=epochs, learning_rate=3e-4,
                              lr_scheduler_type="cosine", warmup_ratio=0.05, save_strategy="no",
-                             report_to="none", use_cpu=True, disable_tqdm=True,
-                             logging_strategy="no")  # fmt: skip
+                             report_to="none", use_cpu=not on_gpu, disable_tqdm=True,
+                             bf16=bf16 and on_gpu, logging_strategy="no")  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=encoded, callbacks=list(callbacks),
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
     start = time.perf_counter()
@@ -177,11 +181,14 @@ def profile(variant: str, data, tokenizer, path: str, bf16: bool, work: Path) ->
 
 
 def worker(args) -> None:
+    import torch
+
     from factmem.data.example import encode_example
     from factmem.models import load_tokenizer, resolve_model
     from factmem.training import release_freed_memory, use_bf16
 
-    path = resolve_model("smollm2-135m")
+    args.no_profile = args.no_profile or torch.cuda.is_available()  # the profile reads CPU ops
+    path = resolve_model(args.model)
     tokenizer = load_tokenizer(path)
     data = examples(args.scenario, args.facts)
     bf16 = use_bf16(args.bf16 if args.bf16 == "auto" else args.bf16 == "true")
@@ -193,14 +200,49 @@ def worker(args) -> None:
         gc.collect()
         release_freed_memory()
         row = {"seconds": round(seconds, 1), "tokens": tokens,
-               "tokens_per_s": round(tokens / seconds, 1), "bf16": bf16 and args.worker != "naive"}
-        row |= profile(args.worker, data, tokenizer, path, bf16, Path(tmp) / "p")  # fmt: skip
-    # the profiler slows the Python around the kernels, not the kernels: the share is taken
-    # of the step as timed without it
+               "tokens_per_s": round(tokens / seconds, 1),
+               "bf16": bf16 and (args.worker != "naive" or torch.cuda.is_available())}
+        if not args.no_profile:
+            row |= profile(args.worker, data, tokenizer, path, bf16, Path(tmp) / "p")
     steps = args.epochs * -(-len(data) // 32)
     row["s_per_step"] = round(seconds / steps, 3)
-    row["matmul_share"] = round(row["matmul_s_per_step"] / row["s_per_step"], 3)
+    if "matmul_s_per_step" in row:
+        # the profiler slows the Python around the kernels, not the kernels: the share is
+        # taken of the step as timed without it
+        row["matmul_share"] = round(row["matmul_s_per_step"] / row["s_per_step"], 3)
+    if torch.cuda.is_available():
+        row |= gpu_fraction(path, row["tokens_per_s"])
     print(json.dumps(row))
+
+
+def gpu_fraction(path: str, tokens_per_s: float) -> dict:
+    """Model FLOP/s (6 x parameters x tokens/s, the usual training estimate) against the bf16
+    peak: the datasheet's where known, and a plain 8192^3 bf16 matmul measured here."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    parameters = sum(p.numel() for p in model.parameters())
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    torch.cuda.synchronize()
+    measured = 10 * 2 * 8192**3 / (time.perf_counter() - start)
+    name = torch.cuda.get_device_name()
+    datasheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None)
+    model_flops = 6 * parameters * tokens_per_s
+    return {"gpu": name, "parameters": parameters, "model_tflops": round(model_flops / 1e12, 2),
+            "gemm_tflops": round(measured / 1e12, 1),
+            "of_gemm_peak": round(model_flops / measured, 4),
+            "of_datasheet_peak": round(model_flops / datasheet, 4) if datasheet else None}
+
+
+DATASHEET_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}  # dense
 
 
 def main() -> None:
@@ -210,6 +252,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs of the timed stage")
     parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--model", default="smollm2-135m", help="a config's model name")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="time the stages only (no torch.profiler pass; always on a GPU)")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -218,7 +264,8 @@ def main() -> None:
     for name in args.variants:
         env = dict(os.environ)
         command = [sys.executable, __file__, "--worker", name, "--scenario", args.scenario,
-                   "--facts", str(args.facts), "--epochs", str(args.epochs), "--bf16", args.bf16]
+                   "--facts", str(args.facts), "--epochs", str(args.epochs), "--bf16", args.bf16,
+                   "--model", args.model, *(["--no-profile"] if args.no_profile else [])]
         out = subprocess.run(command, env=env | VARIANTS[name][0], capture_output=True,
                              text=True)  # fmt: skip
         if out.returncode:
@@ -230,17 +277,29 @@ def main() -> None:
         print(name, json.dumps(rows[name]), flush=True)
     base = rows.get("naive", {}).get("tokens_per_s")
     before = rows.get("before", {}).get("tokens_per_s")
-    print("\n| variant | tokens/s | vs naive | vs before | s/step | matmul s/step | matmul share "
-          "| matmul GFLOP/s | plain GEMM GFLOP/s | bound s/step |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        vs = lambda ref, r=r: f"{r['tokens_per_s'] / ref:.2f}x" if ref else "-"  # noqa: E731
-        print(f"| {name} | {r['tokens_per_s']} | {vs(base)} | {vs(before)} | "
-              f"{r['s_per_step']} | {r['matmul_s_per_step']} | {100 * r['matmul_share']:.0f}% | "
-              f"{r['matmul_gflops']} | {r['plain_gemm_gflops']} | {r['bound_s_per_step']} |")
+    vs = lambda r, ref: f"{r['tokens_per_s'] / ref:.2f}x" if ref else "-"  # noqa: E731
+    if args.no_profile or any("matmul_s_per_step" not in r for r in rows.values()):
+        print("\n| variant | tokens/s | vs naive | vs before | s/step | model TFLOP/s "
+              "| of GEMM peak | of datasheet peak |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, r in rows.items():
+            print(f"| {name} | {r['tokens_per_s']} | {vs(r, base)} | {vs(r, before)} | "
+                  f"{r['s_per_step']} | {r.get('model_tflops', '-')} | "
+                  f"{r.get('of_gemm_peak', '-')} | {r.get('of_datasheet_peak', '-')} |")
+    else:
+        print("\n| variant | tokens/s | vs naive | vs before | s/step | matmul s/step "
+              "| matmul share | matmul GFLOP/s | plain GEMM GFLOP/s | bound s/step |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, r in rows.items():
+            print(f"| {name} | {r['tokens_per_s']} | {vs(r, base)} | {vs(r, before)} | "
+                  f"{r['s_per_step']} | {r['matmul_s_per_step']} | "
+                  f"{100 * r['matmul_share']:.0f}% | {r['matmul_gflops']} | "
+                  f"{r['plain_gemm_gflops']} | {r['bound_s_per_step']} |")
     summary = {"scenario": args.scenario, "facts": args.facts, "epochs": args.epochs,
                "bf16": args.bf16, "cpu_flags": cpu_kind(), "results": rows}  # fmt: skip
     print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def cpu_kind() -> str:

@@ -8,7 +8,8 @@ import torch
 
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.factoid import key_value_recall
-from factmem.models import load_model, load_tokenizer
+from factmem.errors import ConfigError
+from factmem.models import compute_device, load_model, load_tokenizer
 from factmem.training import train_stage
 
 FAST = dict(
@@ -37,6 +38,22 @@ def test_fixed_epochs(tiny_model_dir, tmp_path):
     assert out.response_tokens < out.train_tokens
     # exact, unrounded step losses (Trainer rounds its logged loss to 4 decimals)
     assert any(h["loss"] != round(h["loss"], 4) for h in out.loss_curve)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert out.device.startswith(expected) and out.device.endswith(", fp32")  # the record
+
+
+def test_the_compute_device_follows_cuda_and_can_be_forced(monkeypatch):
+    monkeypatch.delenv("FACTMEM_DEVICE", raising=False)
+    assert compute_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("FACTMEM_DEVICE", "cpu")
+    assert compute_device() == torch.device("cpu")
+    monkeypatch.setenv("FACTMEM_DEVICE", "gpu0")
+    with pytest.raises(ConfigError, match="FACTMEM_DEVICE='gpu0'"):
+        compute_device()
+    if not torch.cuda.is_available():  # asked for a GPU that is not there: said, not ignored
+        monkeypatch.setenv("FACTMEM_DEVICE", "cuda:0")
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            compute_device()
 
 
 def test_loss_below_stops_after_patience_steps(tiny_model_dir, tmp_path):

@@ -74,7 +74,7 @@ class LogitLens:
                   positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """[layers, batch, hidden]: each layer's output at `positions` (one per row)."""
         captured: list[torch.Tensor] = []
-        rows = torch.arange(input_ids.shape[0])
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
 
         def keep(_module, _inputs, output):
             hidden = output[0] if isinstance(output, tuple) else output

@@ -160,8 +160,29 @@ def accepts_logits_to_keep(model: PreTrainedModel) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+def compute_device() -> torch.device:
+    """Where models train and are scored: this process's GPU when there is one (LOCAL_RANK
+    under a multi-process launch), else the CPU. FACTMEM_DEVICE (`cpu`, `cuda:1`) overrides.
+
+    One answer for every step (training, exact match, Logit Lens, fact scores, familiarity):
+    a model reloaded from a finished stage must not be scored on the CPU of a GPU machine."""
+    forced = os.environ.get("FACTMEM_DEVICE")
+    if forced:
+        try:
+            device = torch.device(forced)
+        except RuntimeError as err:
+            raise ConfigError(f"FACTMEM_DEVICE={forced!r}: {err}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"FACTMEM_DEVICE={forced!r}: this torch sees no CUDA device")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
 def load_model(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """Load a causal LM in fp32 (master weights; bf16 is applied by autocast)."""
+    """Load a causal LM in fp32 (master weights; bf16 is applied by autocast), placed on
+    `compute_device()`."""
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except OSError as err:
@@ -169,4 +190,4 @@ def load_model(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return model.to(compute_device())

@@ -96,9 +96,12 @@ class StageOutcome(_Record):
     mixture: dict = field(default_factory=dict)
     shared_from: str | None = None
     attention: dict[str, int] = field(default_factory=dict)  # kernel -> batches it trained
+    device: str = ""  # where it trained: `cuda:0 (NVIDIA H200), bf16`, `cpu, fp32`
 
     def to_json(self) -> dict:
         data = asdict(self)
+        if not data["device"]:  # files written before the device was recorded
+            del data["device"]
         if data["shared_from"] is None:  # only a shared stage's file names its origin
             del data["shared_from"]
         if not data["attention"]:  # files written before the kernel was chosen per batch

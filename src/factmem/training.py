@@ -40,6 +40,7 @@ from factmem.errors import ConfigError
 from factmem.integrity import checkpoint_problem
 from factmem.kernels import AttentionSwitch
 from factmem.methods import Plugin
+from factmem.models import compute_device
 from factmem.records import StageOutcome
 from factmem.sharding import (
     cpu_fsdp_plugin,
@@ -51,9 +52,14 @@ log = logging.getLogger(__name__)
 
 
 def bf16_supported() -> bool:
-    """bf16 autocast pays off: a GPU with bf16, or a CPU with AVX-512 BF16 / AMX."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+    """bf16 autocast pays off: a GPU with bf16 (Ampere and later), or a CPU with AVX-512
+    BF16 / AMX; decided for the device factmem computes on (models.compute_device)."""
+    device = compute_device()
+    if device.type == "cuda":
+        try:  # emulated bf16 (pre-Ampere) is slower than fp32: not "supported" here
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.4 has no such argument and reports native bf16 only
+            return torch.cuda.is_bf16_supported()
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -63,6 +69,13 @@ def bf16_supported() -> bool:
 
 def use_bf16(setting: str | bool) -> bool:
     return bf16_supported() if setting == "auto" else bool(setting)
+
+
+def device_text(device: torch.device, bf16: bool) -> str:
+    """Where a stage trained, for its record: `cuda:0 (NVIDIA H200), bf16` / `cpu, fp32`;
+    a GPU run that fell back to the CPU shows in every training.json."""
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return f"{device}{name}, {'bf16' if bf16 else 'fp32'}"
 
 
 class _StageTrainer(Trainer):
@@ -359,7 +372,7 @@ def training_arguments(
         remove_unused_columns=False,
         dataloader_drop_last=False,
         optim="adamw_torch_fused",  # measured faster on CPU too (BENCHMARKS.md)
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=compute_device().type == "cpu",
         disable_tqdm=not progress,
     )
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -472,6 +485,7 @@ def train_stage(
     return StageOutcome(
         epochs=epochs,
         steps=trainer.state.global_step,
+        device=device_text(trainer.args.device, args.bf16),
         stop_reason=reason,
         rule_met=met,
         wall_time_s=wall,
