@@ -96,7 +96,8 @@ def test_a_report_of_a_map_opens_with_it(tmp_path):
     page = write_report(root, tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert (tmp_path / "report" / "regime_map.png").stat().st_size > 1000
-    assert markdown.index("regime_map.png") < markdown.index("## ")
+    assert markdown.index("## What was run") < markdown.index("regime_map.png") < markdown.index(
+        f"## {MAP_TITLE}")
     assert markdown.index(MAP_TITLE) < markdown.index("## D_A exact match after stage 2")
     chosen = [line for line in markdown.splitlines() if "CHOSEN" in line]
     assert len(chosen) == 1 and "| 16 " in chosen[0] and "0.0003" in chosen[0]  # 25%: usable

@@ -375,7 +375,39 @@ def test_html_page_renders_every_figure_and_table_in_chromium(runs_dir, tmp_path
     ).stdout  # fmt: skip
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'data-([\w-]+)="(\d+)"', body))
-    assert attrs == {"figures": "4", "figures-loaded": "4", "tables": "5"}
+    assert attrs == {"figures": "4", "figures-loaded": "4", "tables": "5", "folded": "2"}
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium not installed")
+def test_the_page_opens_with_what_was_run_and_the_answer_on_its_first_screen(paired_dir,
+                                                                             tmp_path):
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"tables": [{"id": "T", "model": "Llama-3-8B", "cells": [
+        {"d_a": "kvr", "d_b": "kvr_id", "strategy": s, "value": v}
+        for s, v in {"No Mixing": 20.0, "Random/-": 60.0}.items()]}]}))  # fmt: skip
+    page = write_report(paired_dir, tmp_path / "out", paper)
+    text = page.read_text()
+    assert "<title>factmem report: paired</title>" in text  # the folder's name, not its path
+    assert text.index("<dt>model</dt>") < text.index("data-lead") < text.index("data-table")
+    assert "<dt>verdict</dt>" in text and "<dt>kept only with / without</dt>" in text
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,800",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    attrs = dict(re.findall(r'data-([\w-]+)="(\d+)"', re.search(r"<body([^>]*)>", dom).group(1)))
+    assert attrs["lead-on-first-screen"] == "1"
+    assert int(attrs["folded"]) >= 1  # D_B after stage 2 and D_A after stage 1: all 100
+
+
+def test_tables_of_only_100s_are_folded_and_others_are_not():
+    from factmem.report import all_hundred
+
+    assert all_hundred(pd.DataFrame({"kvr_id": ["100.0 ± 0.0", "100.0"], "avg": ["100.0", "-"]}))
+    assert not all_hundred(pd.DataFrame({"kvr_id": ["100.0 ± 0.0", "96.9 ± 1.2"]}))
+    assert not all_hundred(pd.DataFrame({"kvr_id": ["-"]}))
 
 
 def _versus_paper(runs: Path, tmp_path: Path, tables: dict) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import logging
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -540,7 +541,8 @@ def _bars_by_db(runs: pd.DataFrame, path: Path) -> Path:
         ax.set_ylim(0, 105)
         ax.set_title(f"D_A = {d_a}")
         ax.set_ylabel("D_A exact match after stage 2 (%)")
-    axes[0][-1].legend(fontsize=8)
+    # beside the last panel, not over its bars
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -706,7 +708,7 @@ def _forest(rows: pd.DataFrame, setting: str, path: Path) -> Path:
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(ys, rows["cell"], fontsize=8)
     ax.set_xlabel("D_A after stage 2: change from No Mixing (points)")
-    ax.set_title(setting, fontsize=9)
+    ax.set_title(textwrap.fill(setting, 95), fontsize=9)  # whole, however long the setting
     ax.set_ylim(-0.8, len(rows) - 0.2 + 0.9)  # room above the top row for the legend
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=1,
               frameon=False)  # fmt: skip
@@ -815,6 +817,62 @@ def _kept(counts: list[int]) -> str:
     return f"{kept} / {facts} ({100 * kept / facts:.1f}%)" if facts else "-"
 
 
+GLOSSARY = {
+    "exact match": "the greedy answer, stripped and lower-cased, equals a gold answer (the "
+    "paper's rule; WebQuestions: a gold answer inside the output). D_A after stage 2 is the "
+    "retention the paper reports.",
+    "mean ± std, n": "over seeds: the mean and the sample standard deviation of n seeds.",
+    "Δ vs No Mixing": "a strategy's D_A exact match minus that of its No Mixing twin (same "
+    "D_A facts, D_B and seed), in points, fact by fact.",
+    "95% interval": "bootstrap over facts, resampled within each seed (10,000 resamples).",
+    "seeds resampled": "hierarchical bootstrap: seeds first, then facts within each drawn "
+    "seed; wider when seeds disagree.",
+    "kept only with / without": "facts the strategy keeps and No Mixing loses / facts No "
+    "Mixing keeps and the strategy loses (McNemar's discordant pairs).",
+    "p (McNemar)": "McNemar's exact two-sided test on those discordant pairs.",
+    "verdict": "higher or lower only when p < 0.05 and both 95% intervals exclude 0, else not "
+    "established; against the paper: agrees when our established direction is the sign of "
+    "the paper's Δ, disagrees when it is the opposite.",
+    "kept / hidden / lost": "after the last stage: kept = exact match; hidden = not exact, but "
+    "the gold is inside the output or its first token ranks 1 under teacher forcing; lost = "
+    "neither.",
+    "BWT, forgetting": "backward transfer: mean over earlier sets of (accuracy after the last "
+    "stage - accuracy right after learning it); forgetting: mean drop from each set's best "
+    "accuracy (Lopez-Paz & Ranzato 2017; Chaudhry et al. 2018).",
+}  # fmt: skip
+
+
+def summary_items(runs: pd.DataFrame) -> dict[str, str]:
+    """What was run, in words: the first thing on the page."""
+    def values(column: str, fmt=str) -> str:
+        found = [v for v in dict.fromkeys(runs[column]) if v is not None and v == v]
+        return ", ".join(fmt(v) for v in found) or "?"
+
+    steps = [s for s in runs["steps_by_stage"] if s]
+    per_stage = []
+    for i in range(max((len(s) for s in steps), default=0)):
+        counts = sorted({s[i] for s in steps if len(s) > i})
+        shown = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        per_stage.append(f"stage {i + 1}: {shown}")
+    return {
+        "model": values("model").replace(*EMBEDDED_NAME)
+        + (" (not the paper's Llama-3-8B base model)" if "smollm2" in values("model") else ""),
+        "runs": f"{len(runs)} finished; seeds {values('seed')}",
+        "cells": "; ".join(dict.fromkeys(f"{a} -> {b}" for a, b in zip(runs["d_a"], runs["d_b"],
+                                                                       strict=True))),
+        "strategies": values("strategy"),
+        "D_A facts per stage": values("facts"),
+        "learning rate": values("learning_rate", lambda v: f"{v:g}"),
+        "optimizer steps": "; ".join(per_stage) or "?",
+    }  # fmt: skip
+
+
+def all_hundred(table: pd.DataFrame) -> bool:
+    """Every value cell reads 100 (e.g. D_A after stage 1, D_B): folded on the page."""
+    cells = [str(v) for v in table.to_numpy().ravel() if str(v) not in ("", "-", "nan")]
+    return bool(cells) and all(c.split(" ")[0] in ("100.0", "100") for c in cells)
+
+
 def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
                  paper: str | Path | None = None) -> Path:  # fmt: skip
     """Tables (md, csv, tex), figures (png) and report.html under `out`; returns the page.
@@ -877,9 +935,11 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     command = " ".join(["factmem report", *map(str, dirs)]
                        + ([f"--out {out}"] if out != dirs[0] / "report" else [])
                        + ([f"--paper {paper}"] if paper is not None else []))  # fmt: skip
-    runs_dir = " ".join(map(str, dirs))
+    name = ", ".join(dict.fromkeys(d.resolve().name for d in dirs))
     made_by = f"{len(runs)} finished runs ({setting_text(runs)}). Made by `{command}`."
-    markdown = [f"# factmem report: {runs_dir}\n", made_by + "\n"]
+    summary = summary_items(runs)
+    markdown = [f"# factmem report: {name}\n", made_by + "\n", "## What was run\n"]
+    markdown += [f"- **{k}**: {v}" for k, v in summary.items()] + [""]
     markdown += [f"![{title}]({path.name})\n" for title, path in lead.items()]
     for i, (title, table) in enumerate(tables.items(), 1):
         stem = f"table{i}"
@@ -891,22 +951,28 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
                       runs.drop(columns=["earlier_stages", "last_loss"]).to_csv(index=False))
     figs = figures(runs, out)
     markdown += [f"![{title}]({path.name})\n" for title, path in figs.items()]
+    markdown += ["## Glossary\n"] + [f"- **{k}**: {v}" for k, v in GLOSSARY.items()]
     write_text_atomic(out / "report.md", "\n".join(markdown) + "\n")
     page = out / "report.html"
-    write_text_atomic(page, html_page(f"factmem report: {runs_dir}", made_by, tables, figs,
-                                      lead))  # fmt: skip
+    write_text_atomic(page, html_page(f"factmem report: {name}", made_by, tables, figs, lead,
+                                      summary))  # fmt: skip
     return page
 
 
-def _img(title: str, path: Path) -> str:
+def _img(title: str, path: Path, lead: bool = False) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f"<img data-figure alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+    mark = " data-lead" if lead else ""
+    return (f"<img data-figure{mark} alt='{html.escape(title)}' "
+            f"src='data:image/png;base64,{data}'>")
 
 
 def html_page(title: str, made_by: str, tables: dict[str, pd.DataFrame],
-              figs: dict[str, Path], lead: dict[str, Path] | None = None) -> str:  # fmt: skip
-    """One file, figures embedded as data URIs, the `lead` figures (the answer) before the
-    tables; on load it counts what rendered (for tests)."""
+              figs: dict[str, Path], lead: dict[str, Path] | None = None,
+              summary: dict[str, str] | None = None) -> str:  # fmt: skip
+    """One file, figures embedded as data URIs: what was run, the `lead` figures (the
+    answer), the tables (folded where every cell is 100), the other figures, a glossary. On
+    load it counts what rendered, and whether the first lead figure starts on the first
+    screen (for tests)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>",
@@ -914,20 +980,35 @@ def html_page(title: str, made_by: str, tables: dict[str, pd.DataFrame],
         "table{border-collapse:collapse;margin:1em 0;font-size:14px}",
         "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}",
         "td:nth-child(-n+2){text-align:left}img{max-width:100%;display:block;margin:1em 0}",
+        "dl.summary{display:grid;grid-template-columns:max-content auto;gap:2px 12px;"
+        "font-size:14px;margin:0.5em 0}dl.summary dt{font-weight:bold}dl.summary dd{margin:0}"
+        "details>summary{cursor:pointer;font-size:1.2em;font-weight:bold;margin:1em 0}",
         "</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(made_by)} Mean ± sample standard "
-        "deviation over seeds, n = 3 unless shown.</p>",
+        f"<h1>{html.escape(title)}</h1>",
     ]
+    if summary:
+        parts.append("<dl class='summary'>" + "".join(
+            f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in summary.items())
+            + "</dl>")  # fmt: skip
     for title_text, path in (lead or {}).items():
-        parts += [f"<h2>{html.escape(title_text)}</h2>", _img(title_text, path)]
+        parts += [f"<h2>{html.escape(title_text)}</h2>", _img(title_text, path, lead=True)]
+    parts.append(f"<p>{html.escape(made_by)} Mean ± sample standard deviation over seeds, "
+                 "n = 3 unless shown; the glossary at the end says what each column means.</p>")
     for title_text, table in tables.items():
         flat = table.reset_index()
         flat.columns.name = None
         body = flat.to_html(index=False, border=0)
         body = body.replace("<table", f"<table data-table='{html.escape(title_text)}'", 1)
-        parts += [f"<h2>{html.escape(title_text)}</h2>", body]
+        if all_hundred(table):  # nothing to read but 100s: one line, open on a click
+            parts.append(f"<details data-folded><summary>{html.escape(title_text)}: every cell "
+                         f"100 (click to show)</summary>{body}</details>")
+        else:
+            parts += [f"<h2>{html.escape(title_text)}</h2>", body]
     for title_text, path in figs.items():
         parts += [f"<h2>{html.escape(title_text)}</h2>", _img(title_text, path)]
+    parts.append("<h2>Glossary</h2><dl class='summary'>" + "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in GLOSSARY.items())
+        + "</dl>")  # fmt: skip
     parts.append(
         "<script>window.addEventListener('load', () => {"
         "const imgs = [...document.querySelectorAll('img[data-figure]')];"
@@ -935,6 +1016,10 @@ def html_page(title: str, made_by: str, tables: dict[str, pd.DataFrame],
         "document.body.dataset.figuresLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0)"
         ".length;"
         "document.body.dataset.tables = document.querySelectorAll('table[data-table]').length;"
+        "document.body.dataset.folded = document.querySelectorAll('details[data-folded]').length;"
+        "const lead = document.querySelector('img[data-lead]');"
+        "if (lead) document.body.dataset.leadOnFirstScreen ="
+        " lead.getBoundingClientRect().top < window.innerHeight ? 1 : 0;"
         "});</script></body></html>"
     )
     return "\n".join(parts)
