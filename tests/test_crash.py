@@ -54,8 +54,10 @@ def _grid(tmp_path: Path, model_dir: Path) -> Path:
     popqa.write_text(json.dumps({"dev": popqa_rows(16), "test": []}))
     base = {
         "name": "base", "model": str(model_dir),
+        # attention named: `auto` is timed anew under each FACTMEM_CACHE, and a choice that
+        # flips between the two (a loaded machine) would change losses in the last digits
         "training": {"learning_rate": 1e-2, "batch_size": 4, "bf16": False,
-                     "warmup_ratio": 0.0, "checkpoint_every_epochs": 1},
+                     "warmup_ratio": 0.0, "checkpoint_every_epochs": 1, "attention": "sdpa"},
         "evaluation": {"max_new_tokens": 8},
         "stages": [
             {"dataset": "popqa", "path": str(popqa), "size": 6, "stop": {"epochs": 3},

@@ -55,6 +55,33 @@ def test_a_half_written_record_is_redone(finished, caplog):
     assert _science(again) == _science(reference)
 
 
+def _half_the_rows(path):
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 2]))  # every row left is valid JSON
+
+
+@pytest.mark.parametrize("damage", ["predictions cut to half its rows", "data.jsonl torn"])
+def test_a_stage_file_cut_short_is_found_and_the_stage_redone(finished, caplog, damage):
+    config, reference, run = finished
+    stage = StageFolder(run / "stage2")
+    record = json.loads(stage.record.read_text())
+    assert set(record["files"]) == {"data.jsonl", "predictions/stage1.jsonl",
+                                    "predictions/stage2.jsonl"}  # fmt: skip
+    if damage.startswith("predictions"):
+        _half_the_rows(stage.predictions("stage1"))
+        expected = "rows; its stage record says"
+    else:  # the last line torn mid-row: as many rows, another content
+        data = stage.data.read_bytes()
+        stage.data.write_bytes(data[:-20] + b"\n")
+        expected = "differs from the file its stage record lists"
+    assert expected in stage_problem(stage, trained=True)
+    with caplog.at_level(logging.WARNING):
+        again = run_experiment(config, progress=False)
+    assert "stage 2: " in caplog.text and expected in caplog.text
+    assert _science(again) == _science(reference)
+    assert stage_problem(stage, trained=True) is None
+
+
 def test_a_damaged_stage_is_not_shared_with_a_sibling_run(finished, tiny_model_dir, tmp_path,
                                                           caplog):  # fmt: skip
     config, reference, run = finished

@@ -1,6 +1,7 @@
 """End to end on a tiny model: run dir contents, skip-finished, resume after a kill, refusal."""
 
 import json
+import time
 
 import pytest
 
@@ -68,13 +69,20 @@ def test_resume_after_kill_gives_the_same_results(tiny_model_dir, tmp_path, monk
     assert (run / "stage1" / "stage.json").is_file()
     assert not (run / "stage2" / "stage.json").exists()
     assert any((run / "stage2" / "trainer").glob("checkpoint-*"))
+    checkpoint = next((run / "stage2" / "trainer").glob("checkpoint-*"))
+    before = json.loads((checkpoint / training.TRAIN_TIME_FILE).read_text())["train_time_s"]
     monkeypatch.undo()
+    started = time.perf_counter()
     resumed = run_experiment(config, progress=False)
+    this_process = time.perf_counter() - started
 
     def science(results):
         return [(s.accuracy, [h["loss"] for h in s.loss_curve]) for s in results.stages]
 
     assert science(resumed) == science(reference)
+    # the stage's whole training time: the killed process's part counted, not only the last
+    assert resumed.stages[1].train_time_s >= round(before, 2) > 0
+    assert resumed.stages[1].train_time_s <= before + this_process
 
 
 def test_a_changed_config_is_refused(tiny_model_dir, tmp_path, monkeypatch):

@@ -57,7 +57,29 @@ def stage_problem(stage_dir: StageFolder, trained: bool) -> str | None:
         problem = json_problem(record)
         if problem:
             return problem
+    problem = files_problem(stage_dir)
+    if problem:
+        return problem
     return model_problem(stage_dir.model) if trained else None
+
+
+def files_problem(stage_dir: StageFolder) -> str | None:
+    """Why a file the stage record lists (predictions, data.jsonl) is not as it was written:
+    missing, another number of rows, another sha256 (None: all whole, or none listed)."""
+    from factmem.records import file_digest
+
+    listed = json.loads(stage_dir.record.read_text(encoding="utf-8")).get("files") or {}
+    for relative, expected in listed.items():
+        path = stage_dir.path / relative
+        if not path.is_file():
+            return f"{path} is missing (its stage record lists it)"
+        found = file_digest(path)
+        if found["rows"] != expected.get("rows"):
+            return (f"{path} has {found['rows']} rows; its stage record says "
+                    f"{expected.get('rows')} (cut short or appended to)")
+        if found["sha256"] != expected.get("sha256"):
+            return f"{path} differs from the file its stage record lists (sha256)"
+    return None
 
 
 def checkpoint_problem(folder: Path) -> str | None:

@@ -47,7 +47,7 @@ from factmem.markdown import markdown_table
 from factmem.methods import StageContext, stage_methods
 from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
-from factmem.records import RunResults, StageOutcome, StageRecord
+from factmem.records import RunResults, StageOutcome, StageRecord, file_digest
 from factmem.training import train_stage
 
 log = logging.getLogger(__name__)
@@ -298,9 +298,17 @@ def _run_stage(stage: Stage, start_model: str, tokenizer, progress) -> StageReco
         epoch_checks=outcome.epoch_checks,
         curve=[{"step": h["step"], "epoch": h["epoch"], **h["probe"]}
                for h in outcome.probe_curve],  # fmt: skip
+        files=_finished_files(stage.folder),
     )
     record.write(stage.folder.record)
     return record
+
+
+def _finished_files(folder: StageFolder) -> dict[str, dict]:
+    """Rows and sha256 of the stage's training set and predictions, for its record: what
+    integrity.files_problem checks before the stage is reused."""
+    paths = [folder.data, *sorted(folder.predictions_dir.glob("*.jsonl"))]
+    return {p.relative_to(folder.path).as_posix(): file_digest(p) for p in paths if p.is_file()}
 
 
 def _score_sets(stage: Stage, model, tokenizer, progress: bool) -> dict[str, float]:

@@ -11,6 +11,7 @@ back unchanged (docs/results holds such files; tests/test_records.py checks it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -134,6 +135,28 @@ class StageRecord(_Record):
     loss_curve: list[dict] = field(default_factory=list)
     epoch_checks: list[dict] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)
+    # every file the stage finished, relative to its folder: {"rows", "sha256"} as written to
+    # the run folder (archives rewrite predictions without text: they are not checked there).
+    # A predictions file cut to half its rows, each still valid JSON, or a torn data.jsonl
+    # would otherwise pass for finished.
+    files: dict[str, dict] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if not data["files"]:  # records written before files were listed read back unchanged
+            del data["files"]
+        return data
+
+
+def file_digest(path: Path) -> dict:
+    """What a record keeps of a finished file to tell it whole later: rows and sha256."""
+    digest = hashlib.sha256()
+    rows = 0
+    with Path(path).open("rb") as f:
+        for line in f:
+            digest.update(line)
+            rows += bool(line.strip())
+    return {"rows": rows, "sha256": digest.hexdigest()}
 
 
 @dataclass
@@ -155,6 +178,11 @@ class RunResults(_Record):
         return cls(name, model, seed, list(stages),
                    {"rows": "after stage i", "columns": set_names, "values": matrix},
                    finished=len(stages) == len(set_names))  # fmt: skip
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["stages"] = [s.to_json() for s in self.stages]  # each stage as its own file has it
+        return data
 
     @classmethod
     def from_json(cls, data: Any, source: Path | str) -> RunResults:

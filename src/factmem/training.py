@@ -12,6 +12,7 @@ import copy
 import ctypes
 import dataclasses
 import functools
+import json
 import logging
 import math
 import shutil
@@ -30,7 +31,7 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from factmem.atomic import crash_point
+from factmem.atomic import crash_point, write_json_atomic
 from factmem.batching import make_collator
 from factmem.chunked_loss import chunked_answer_loss
 from factmem.config import StopRule, TrainingConfig
@@ -248,6 +249,37 @@ class _TrimMemoryCallback(TrainerCallback):
         release_freed_memory()
 
 
+TRAIN_TIME_FILE = "factmem_train_time.json"
+
+
+class _TrainTimeCallback(TrainerCallback):
+    """Keeps the stage's training seconds so far in each checkpoint it saves, so that a
+    stage resumed after a kill records its whole training time, not the last process's part
+    (the time between the last checkpoint and the kill was redone, and is counted once)."""
+
+    def __init__(self, before: float):
+        self.before, self.start = before, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and state.is_world_process_zero:
+            write_json_atomic(folder / TRAIN_TIME_FILE, {"train_time_s": self.seconds()})
+
+
+def _time_before(checkpoint: str | None) -> float:
+    """Training seconds a resumed checkpoint had behind it (0 for a fresh stage)."""
+    file = Path(checkpoint) / TRAIN_TIME_FILE if checkpoint else None
+    if file is None or not file.is_file():
+        return 0.0
+    try:
+        return float(json.loads(file.read_text())["train_time_s"])
+    except (ValueError, KeyError, TypeError):
+        return 0.0  # a checkpoint from before the file existed, or damaged: count from here
+
+
 class _LossInProgressBar(ProgressCallback):
     """Trainer's progress bar, with the loss shown on the bar instead of a dict printed per step."""
 
@@ -432,6 +464,8 @@ def train_stage(
     # set before the collator is made: flash-attention asks for another batch layout
     attention = AttentionSwitch(trained, cfg.attention,
                                 torch.bfloat16 if args.bf16 else torch.float32)  # fmt: skip
+    last = last_whole_checkpoint(work_dir)
+    timer = _TrainTimeCallback(_time_before(last))  # first: its file is in every checkpoint
     callback = _StopRuleCallback(
         rule, attention.scoring(lambda: epoch_check(model)) if epoch_check else None,
         cfg.checkpoint_every_epochs,
@@ -441,7 +475,7 @@ def train_stage(
         args=args,
         train_dataset=encoded,
         data_collator=make_collator(tokenizer, cfg.packing, trained, cfg.pack_row_tokens),
-        callbacks=[callback]
+        callbacks=[timer, callback]
         + ([_ProbeCallback(attention.scoring(lambda: probe(model)), probe_every_steps)]
            if probe else [])
         + ([_TrimMemoryCallback()] if trims_memory(cfg.trim_memory) else []),
@@ -452,15 +486,14 @@ def train_stage(
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_LossInProgressBar)
-    last = last_whole_checkpoint(work_dir)
     if last:
         log.info("resuming stage training from %s", last)
-    start = time.perf_counter()
+    timer.start = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=last)
     finally:
         attention.restore()
-    wall = time.perf_counter() - start
+    wall = timer.seconds()
     # mixed precision replaced model.forward with an autocast-wrapped one; give the model
     # back as it came, or everything after the stage (scoring, Fisher, the next stage's
     # teacher) would run in bf16 without being asked to
