@@ -47,7 +47,7 @@ def upstream(tmp_path) -> dict[str, Path]:
         "triviaqa": write(
             t / "trivia.tsv",
             "Which bird is this?\t['🐦', 'Robin', 'robin redbreast']\n"
-            'Who sang it?\t"[\'The Band\', \'Band\']"\n',
+            'Who sang it?\t"[\'The Band (film)\', \'The Band\']"\n',
         ),
         "webquestions": write(t / "wq.json", [
             {"qId": "wq1", "qText": "what is x?", "answers": ["Y Z"]},
@@ -91,7 +91,7 @@ def test_every_dataset_loads_from_its_upstream_local_format(upstream):
         assert all(e.prompt.strip() and e.response.strip() for e in examples), name
     assert len(read_dataset("popqa", str(upstream["popqa"]))) == 10
     assert len(read_dataset("popqa", str(upstream["popqa"]), {"split": "dev"})) == 6
-    assert read_dataset("triviaqa", str(upstream["triviaqa"]))[1].response == "The Band"
+    assert read_dataset("triviaqa", str(upstream["triviaqa"]))[1].response == "The Band"  # CSV
     assert read_dataset("ultrachat", str(upstream["ultrachat"]))[0].history == (("hi", "hello"),)
     assert len(read_dataset("apps", str(upstream["apps"]))) == 1
     assert read_dataset("popqa", str(upstream["popqa"]))[0].meta["aliases"] == ["Maker 0", "M0"]

@@ -88,7 +88,7 @@ def cmd_filter(args: argparse.Namespace) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
-    from factmem.grid import describe_plan, load_grid, run_grid, status_table
+    from factmem.grid import check_data_paths, describe_plan, load_grid, run_grid, status_table
 
     grid = load_grid(args.grid, args.set or [], args.profile, args.data_dir, args.only or [])
     archive = Path(args.archive) if args.archive else None
@@ -97,6 +97,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
         print(status_table(grid, archive))
         return
     if args.dry_run:
+        check_data_paths(grid)
         print(describe_plan(grid))
         for run in grid.runs:
             print(f"  {run.name}: " + ", ".join(f"{k}={v}" for k, v in run.tags.items()))

@@ -24,7 +24,7 @@ from typing import Any
 from factmem.atomic import crash_point
 from factmem.data.example import Example
 from factmem.data.qa import ANSWER_SUFFIX
-from factmem.data.registry import candidates, dataset_spec, draw
+from factmem.data.registry import REGISTRY, candidates, dataset_spec, draw
 from factmem.errors import ConfigError
 from factmem.evaluation import MatchMode, exact_match
 
@@ -41,10 +41,28 @@ def filtered_examples(name: str, size: int | None, seed: int, path: str | None,
     as `load_examples` draws (so `<set>_id` stays disjoint from `<set>`)."""
     spec, options = dataset_spec(name, options)
     if not spec.filterable:
-        raise ConfigError(f"dataset {name!r}: `familiar` applies to factoid QA sets only")
+        raise ConfigError(f"dataset {name!r}: `familiar` applies to factoid QA sets only "
+                          f"({', '.join(filterable_names())})")  # fmt: skip
     want = None if size is None else (2 * size if spec.halves else size)
     kept = keep_familiar(candidates(name, seed, path, options), familiar, judge, want)
     return draw(name, kept, size, " familiar" if familiar else " unfamiliar")
+
+
+def filterable_names() -> list[str]:
+    """The factoid QA sets a familiarity filter applies to."""
+    return [name for name, spec in REGISTRY.items() if spec.filterable]
+
+
+def check_filterable(name: str) -> None:
+    """A one-line refusal, before any model is loaded, of a name that is not a factoid QA
+    set: an unknown name, or a set (GSM8K, KVR) with no facts a model could already know."""
+    choices = ", ".join(filterable_names())
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown dataset {name!r}; the familiarity filter takes one of "
+                          f"{choices}")  # fmt: skip
+    if not REGISTRY[name].filterable:
+        raise ConfigError(f"dataset {name!r} is not a factoid QA set; the familiarity filter "
+                          f"takes one of {choices}")  # fmt: skip
 
 
 def keep_familiar(ordered: list[Example], familiar: bool, judge: Judge, want: int | None,
@@ -174,9 +192,10 @@ def split_by_familiarity(
 
     from tqdm.auto import tqdm
 
-    from factmem.data.registry import REGISTRY, read_dataset
+    from factmem.data.registry import read_dataset
     from factmem.models import load_model, load_tokenizer, resolve_model
 
+    check_filterable(dataset)
     facts = read_dataset(dataset, path, options)
     random.Random(f"factmem-filter-{seed}").shuffle(facts)
     facts = facts[:limit] if limit else facts

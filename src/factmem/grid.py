@@ -378,6 +378,40 @@ def describe_plan(grid: Grid) -> str:
             f"{c['finished']} already finished -> {grid.directory}")  # fmt: skip
 
 
+def data_paths(run: GridRun) -> Iterator[tuple[str, str]]:
+    """(field, path) of every local file or folder a run's stages would read."""
+    for k, stage in enumerate(run.config.stages):
+        if stage.path:
+            yield f"stages[{k}].path", stage.path
+        if isinstance(stage.options.get("templates"), str):
+            yield f"stages[{k}].options.templates", stage.options["templates"]
+        mixing = stage.mixing
+        if mixing is None:
+            continue
+        if mixing.source == "generic" and mixing.corpus == "local" and mixing.path:
+            yield f"stages[{k}].mixing.path", mixing.path
+        if mixing.source == "random_words" and mixing.word_list:
+            yield f"stages[{k}].mixing.word_list", mixing.word_list
+
+
+def check_data_paths(grid: Grid) -> None:
+    """Refuse a plan whose runs would read local files that are not there (a dry run reads
+    nothing else): one line per missing path, with its field and the first run naming it."""
+    missing: dict[tuple[str, str], list[str]] = {}
+    for run in grid.runs:
+        for field_name, path in data_paths(run):
+            if not Path(path).exists():
+                missing.setdefault((field_name, path), []).append(run.name)
+    if not missing:
+        return
+    lines = [f"  {runs[0]}: {field_name} = {path} does not exist"
+             + (f" (and {len(runs) - 1} more runs)" if len(runs) > 1 else "")
+             for (field_name, path), runs in missing.items()]  # fmt: skip
+    raise ConfigError(f"grid {grid.name}: {len(missing)} data path(s) that runs would read do "
+                      "not exist:\n" + "\n".join(lines) + "\n--data-dir (or FACTMEM_DATA_DIR) "
+                      "must hold the layout in docs/grids-and-reports.md")  # fmt: skip
+
+
 def write_plan(grid: Grid) -> None:
     """grid.json: every run's tags and config, for reports and for `--status`."""
     write_json_atomic(grid_record(grid.directory), {

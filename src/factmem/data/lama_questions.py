@@ -1,9 +1,10 @@
-"""Questions for LAMA's T-REx relations, so LAMA facts are asked like the other QA sets.
+"""Questions for LAMA's relations, so LAMA facts are asked like the other QA sets.
 
 LAMA ships cloze templates (`[X] was born in [Y] .`); the paper asks questions ("Where was
 [X] born?"). These follow EntityQuestions' wording where it has the relation, and are
-written in its style otherwise. A relation missing here falls back to its cloze template
-cut before `[Y]` (set `options: {form: cloze}` to use the cloze form for every relation).
+written in its style otherwise (T-REx relations by P-id, Google-RE's three by name). A
+relation missing here falls back to its cloze template cut before `[Y]` (set
+`options: {form: cloze}` to use the cloze form for every relation).
 """
 
 QUESTIONS: dict[str, str] = {
@@ -53,6 +54,17 @@ QUESTIONS: dict[str, str] = {
     "P1376": "What is [X] the capital of?",
     "P1412": "Which language does [X] speak?",
     "P1923": "Which event did [X] participate in?",
+    # Google-RE (LAMA's data/Google_RE/*_test.jsonl), named by their predicate
+    "place_of_birth": "Where was [X] born?",
+    "place_of_death": "Where did [X] die?",
+    "date_of_birth": "In what year was [X] born?",
+}
+
+# Google-RE ships no relations file: its cloze templates, as LAMA's run_experiments.py has them
+CLOZE_TEMPLATES: dict[str, str] = {
+    "place_of_birth": "[X] was born in [Y] .",
+    "date_of_birth": "[X] (born [Y]).",
+    "place_of_death": "[X] died in [Y] .",
 }
 
 

@@ -10,26 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from factmem.data.example import Example
-from factmem.data.sources import local_rows
+from factmem.data.sources import SKIP_HINT, BadRow, BadRows, local_rows
 from factmem.errors import DataError
 
 FIELD_PAIRS = (("prompt", "response"), ("input_text", "target_text"))
 
 
 def local_factoids(path: str | Path, skip_bad_rows: bool = False) -> list[Example]:
-    """Examples from a local file; a bad row is an error naming file, row and field."""
-    examples, skipped = [], 0
-    for label, row in local_rows(path):
-        try:
-            examples.append(_row_to_example(row, label))
-        except DataError:
-            if not skip_bad_rows:
-                raise
-            skipped += 1
-    if skipped:
-        import logging
-
-        logging.getLogger(__name__).warning("%s: skipped %d bad rows", path, skipped)
+    """Examples from a local file; a bad row is an error naming file, row and field (and
+    the option that skips it), or under `skip_bad_rows` left out and counted."""
+    skip = BadRows() if skip_bad_rows else None
+    examples = []
+    try:
+        for label, row in local_rows(path, skip=skip):
+            try:
+                examples.append(_row_to_example(row, label))
+            except DataError as err:
+                if skip is None:
+                    raise BadRow(str(err)) from None
+                skip.add(str(err))
+    except BadRow as err:
+        raise DataError(f"{err}{SKIP_HINT}") from None
+    if skip is not None:
+        skip.report(str(path))
     if not examples:
         raise DataError(f"{path}: no usable rows")
     return examples

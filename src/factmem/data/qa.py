@@ -6,8 +6,10 @@ files' (see ../shared/data/README.md), and raises DataError naming the row and f
 Which answer is trained on (the response), when a row lists several aliases:
   - the schema's canonical answer when it has one (TriviaQA on the hub: `answer.value`;
     LAMA: `obj_label`);
+  - TriviaQA from DPR's TSV, which lists only aliases in no useful order: the hub's value
+    as estimated from them (data/triviaqa.py says how, and why not the first alias);
   - otherwise the first answer in the row's list that contains a letter or a digit
-    (skipping entries like an emoji that DPR's TriviaQA lists sometimes put first).
+    (PopQA's and EntityQuestions' lists start with the canonical name).
 All aliases are kept in `meta["aliases"]`: the familiarity filter accepts any of them, while
 exact match after training asks for the trained response, as the paper does.
 """
@@ -17,8 +19,9 @@ from __future__ import annotations
 import re
 
 from factmem.data.example import Example
-from factmem.data.lama_questions import lama_prompt
+from factmem.data.lama_questions import CLOZE_TEMPLATES, lama_prompt
 from factmem.data.sources import list_field, text_field
+from factmem.data.triviaqa import answer_from_aliases, spelled, unquote_question
 from factmem.errors import DataError
 
 # PopQA / TriviaQA prompt suffix of the paper's authors. Their code strips the trailing
@@ -52,15 +55,17 @@ def popqa_example(row: dict, label: str) -> Example:
 
 
 def triviaqa_example(row: dict, label: str) -> Example:
-    """Hub (`question`, `answer: {value, aliases}`) or DPR's TSV (`question`, `answers`)."""
-    question = text_field(row, "question", label)
+    """Hub (`question`, `answer: {value, aliases}`) or DPR's TSV (`question`, `answers`):
+    the same question and answer from both (data/triviaqa.py)."""
+    question = unquote_question(text_field(row, "question", label))
     if isinstance(row.get("answer"), dict):
         answer = row["answer"]
-        value = text_field(answer, "value", f"{label}: field 'answer'")
+        value = text_field(answer, "value", f"{label}: field 'answer'").strip()
         aliases = [value] + [a for a in answer.get("aliases", []) if a != value]
-        return _qa(question, aliases, value.strip(), label, ANSWER_SUFFIX)
+        return _qa(question, aliases, spelled(value, aliases), label, ANSWER_SUFFIX)
     aliases = list_field(row, "answers", label)
-    return _qa(question, aliases, pick_answer(aliases, label, "answers"), label, ANSWER_SUFFIX)
+    answer = answer_from_aliases(aliases, question)
+    return _qa(question, aliases, answer, label, ANSWER_SUFFIX)
 
 
 def webquestions_example(row: dict, label: str) -> Example:
@@ -80,15 +85,22 @@ def entityquestions_example(row: dict, label: str) -> Example:
 
 def lama_example(
     row: dict, label: str, templates: dict[str, str] | None = None, form: str = "question"
-) -> Example:
+) -> Example | None:
     """T-REx: `sub_label`, `obj_label`, and the relation (`predicate_id` on the hub; the
-    file name, e.g. P19.jsonl, locally) with its template (a hub column, or relations.jsonl)."""
+    file name, e.g. P19.jsonl, locally) with its template (a hub column, or relations.jsonl).
+    Google-RE (`pred: /people/person/place_of_birth`, ...): the relation is the predicate's
+    last part; a fact its raters judged false more often than true is left out (None), as
+    LAMA's own evaluation leaves it out."""
     subject = text_field(row, "sub_label", label)
     answer = text_field(row, "obj_label", label).strip()
-    relation = row.get("predicate_id") or _relation_from_label(label)
+    relation = row.get("predicate_id") or _google_re_relation(row) or _relation_from_label(label)
     if not relation:
-        raise DataError(f"{label}: no relation: field 'predicate_id' missing and not a P*.jsonl")
-    template = row.get("template") or (templates or {}).get(relation)
+        raise DataError(f"{label}: no relation: no field 'predicate_id' (T-REx on the hub) or "
+                        "'pred' (Google-RE), and the file is not named P*.jsonl")  # fmt: skip
+    if _judged_false(row):
+        return None
+    template = (row.get("template") or (templates or {}).get(relation)
+                or CLOZE_TEMPLATES.get(relation))  # fmt: skip
     try:
         prompt = lama_prompt(relation, subject, template, form)
     except KeyError:
@@ -101,6 +113,17 @@ def lama_example(
         response=answer,
         meta={"source": label, "aliases": [answer], "relation": relation},
     )
+
+
+def _google_re_relation(row: dict) -> str | None:
+    pred = row.get("pred")
+    return pred.rstrip("/").rsplit("/", 1)[-1] if isinstance(pred, str) and pred else None
+
+
+def _judged_false(row: dict) -> bool:
+    """Google-RE: more raters said the evidence does not state the fact than said it does."""
+    votes = [j.get("judgment") for j in row.get("judgments") or () if isinstance(j, dict)]
+    return votes.count("yes") < len(votes) - votes.count("yes")
 
 
 def _relation_from_label(label: str) -> str | None:

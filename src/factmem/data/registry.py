@@ -21,7 +21,7 @@ from factmem.data import instruct, qa
 from factmem.data.example import Example
 from factmem.data.factoid import key_value_recall
 from factmem.data.local import local_factoids
-from factmem.data.sources import Row, hub_rows, local_rows
+from factmem.data.sources import SKIP_HINT, BadRow, BadRows, Row, hub_rows, local_rows
 from factmem.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,14 @@ class DatasetSpec:
     unfamiliar_by_default: bool = False  # stage-1 sets: unfamiliar facts only, unless told
     tsv_fields: tuple[str, ...] = ()
     options: tuple[str, ...] = ()  # names accepted under a stage's `options:`
+    layouts: str = ""  # the local upstream layouts read, named in errors about a first row
 
 
 ROW_OPTIONS = ("split", "hub_config", "skip_bad_rows")
 KVR_OPTIONS = ("key_length", "value_length", "alphabet")
 
 
-def _qa_pair(name: str, read, hub, description: str, **extra) -> dict[str, DatasetSpec]:
+def _qa_pair(name: str, read, hub, description: str, **extra: Any) -> dict[str, DatasetSpec]:
     """`<name>` and `<name>_id` (unseen examples of the same set)."""
     common = dict(read=read, hub=hub, filterable=True, unfamiliar_by_default=True,
                   options=ROW_OPTIONS, **extra)  # fmt: skip
@@ -66,9 +67,11 @@ def _qa_pair(name: str, read, hub, description: str, **extra) -> dict[str, Datas
     }
 
 
-def _nonfactoid(read, hub, description: str, options: tuple[str, ...] = ()) -> DatasetSpec:
+def _nonfactoid(read, hub, description: str, layouts: str,
+                options: tuple[str, ...] = ()) -> DatasetSpec:  # fmt: skip
     return DatasetSpec(description=f"{description} (non-factoid)", read=read, hub=hub,
-                       kind="nonfactoid", options=(*ROW_OPTIONS, *options))  # fmt: skip
+                       kind="nonfactoid", options=(*ROW_OPTIONS, *options),
+                       layouts=layouts)  # fmt: skip
 
 
 REGISTRY: dict[str, DatasetSpec] = {
@@ -88,7 +91,9 @@ REGISTRY: dict[str, DatasetSpec] = {
         "popqa",
         qa.popqa_example,
         ("akariasai/PopQA", None, "test"),
-        "PopQA: question + '\\nThe answer is: ' -> first answer (hub or local JSON).",
+        "PopQA: question + '\\nThe answer is: ' -> first answer (hub, local JSON or TSV).",
+        layouts="the release's popQA.tsv (columns question, possible_answers, ...), or JSON "
+        "{dev: [...], test: [...]} of {input, output} rows",
     ),
     **_qa_pair(
         "triviaqa",
@@ -96,13 +101,17 @@ REGISTRY: dict[str, DatasetSpec] = {
         ("mandarjoshi/trivia_qa", "rc.nocontext", "train"),
         "TriviaQA: question + '\\nThe answer is: ' -> answer (hub, or DPR's .tsv).",
         tsv_fields=("question", "answers"),
+        layouts="DPR's TSV question<TAB>['alias', ...] (anserini's topics.dpr.trivia.*.txt), "
+        "or jsonl/JSON rows shaped like the hub's {question, answer: {value, aliases}}",
     ),
     "lama": DatasetSpec(
         read=qa.lama_example,
         filterable=True,
         hub=("facebook/lama", "trex", "train"),
-        description="LAMA T-REx as questions ('Where was [X] born?') -> object label.",
+        description="LAMA T-REx or Google-RE as questions ('Where was [X] born?') -> object.",
         options=(*ROW_OPTIONS, "templates", "form", "relations"),
+        layouts="a folder of T-REx P*.jsonl {sub_label, obj_label}, or of Google-RE "
+        "*_test.jsonl {pred, sub_label, obj_label, masked_sentences, judgments}",
     ),
     "entityquestions": DatasetSpec(
         read=qa.entityquestions_example,
@@ -110,6 +119,8 @@ REGISTRY: dict[str, DatasetSpec] = {
         description="EntityQuestions: question -> first answer (local folder of P*.json).",
         needs_path=True,
         options=ROW_OPTIONS,
+        layouts="a folder of P*.<split>.json [{question, answers}], or the release's "
+        "dataset/ folder (train/, dev/, test/ inside; `split` picks one, default train)",
     ),
     "webquestions": DatasetSpec(
         read=qa.webquestions_example,
@@ -118,32 +129,39 @@ REGISTRY: dict[str, DatasetSpec] = {
         description="WebQuestions: question -> first answer; scored by gold-in-output.",
         match="contains",
         options=ROW_OPTIONS,
+        layouts="JSON [{qText, answers}] (or {question, answers}) files, or a folder of them",
     ),
     "gsm8k": _nonfactoid(
         instruct.gsm8k_example,
         ("openai/gsm8k", "main", "train"),
         "GSM8K: question -> worked answer.",
+        "jsonl {question, answer}",
     ),
     "math": _nonfactoid(
         instruct.math_example,
         ("EleutherAI/hendrycks_math", None, "train"),
         "MATH: problem -> solution (hub: every subject).",
+        "jsonl {problem, solution}, or the release's folders of one problem per file "
+        "(MATH/test/<subject>/<n>.json; MATH/ reads train/ unless `split` says test)",
         ("subjects",),
     ),
     "evolcode": _nonfactoid(
         instruct.evolcode_example,
         ("nickrosh/Evol-Instruct-Code-80k-v1", None, "train"),
         "Evol-Instruct code: instruction -> output.",
+        "JSON [{instruction, output}]",
     ),
     "apps": _nonfactoid(
         instruct.apps_example,
         ("codeparrot/apps", "all", "train"),
         "APPS: problem -> first reference solution.",
+        "jsonl {question, solutions, starter_code}",
     ),
     "ultrachat": _nonfactoid(
         instruct.ultrachat_example,
         ("stingning/ultrachat", None, "train"),
         "UltraChat dialogues, trained on every assistant turn.",
+        "jsonl {data: [user, assistant, ...]}",
     ),
     "local": DatasetSpec(
         build=lambda path, **o: local_factoids(path, **o),
@@ -164,10 +182,11 @@ def dataset_names() -> list[str]:
     return list(REGISTRY)
 
 
-def _rows(name: str, spec: DatasetSpec, path: str | None, options: dict) -> Iterator[Row]:
+def _rows(name: str, spec: DatasetSpec, path: str | None, options: dict,
+          skip: BadRows | None) -> Iterator[Row]:  # fmt: skip
     split = options.get("split")
     if path:
-        return local_rows(path, spec.tsv_fields, split)
+        return local_rows(path, spec.tsv_fields, split, skip)
     if spec.hub is None:
         raise ConfigError(f"dataset {name!r} is not on the hub: give `path:` (a local file)")
     hub_id, config, default_split = spec.hub
@@ -179,38 +198,45 @@ def _rows(name: str, spec: DatasetSpec, path: str | None, options: dict) -> Iter
 
 
 def read_dataset(name: str, path: str | None = None, options: dict | None = None) -> list[Example]:
-    """Every usable row of a named set, in file order; bad rows raise or are counted."""
-    spec, options = REGISTRY[name], dict(options or {})
+    """Every usable row of a named set, in file order. A row that cannot be read stops the
+    load with file, line and field (and the option that skips it); under `skip_bad_rows`
+    it is left out, and the count logged."""
+    spec, options = dataset_spec(name, options)
     read = spec.read
     if name == "lama":
         templates = _lama_templates(options.get("templates"))
         read = partial(qa.lama_example, templates=templates, form=options.get("form", "question"))
-    skip_bad = bool(options.get("skip_bad_rows", False))
-    examples, bad, unusable = [], 0, 0
-    for label, row in _rows(name, spec, path, options):
-        try:
-            example = read(row, label)
-        except DataError as err:
-            if not skip_bad:
-                raise
-            bad += 1
-            if bad <= 3:
-                log.warning("skipping a bad row: %s", err)
-            continue
-        if example is None:
-            unusable += 1
-        else:
-            examples.append(example)
+    skip = BadRows() if options.get("skip_bad_rows") else None
+    examples: list[Example] = []
+    unusable = 0
+    try:
+        for label, row in _rows(name, spec, path, options, skip):
+            try:
+                example = read(row, label)
+            except DataError as err:
+                if skip is None:
+                    layouts = f"; {name} reads {spec.layouts}" if path and not examples else ""
+                    raise BadRow(f"{err}{layouts}") from None
+                skip.add(str(err))
+                continue
+            if example is None:
+                unusable += 1
+            else:
+                examples.append(example)
+    except BadRow as err:
+        raise DataError(f"{err}{SKIP_HINT}") from None
     if name == "lama" and options.get("relations"):
         wanted = set(options["relations"])
         examples = [e for e in examples if e.meta.get("relation") in wanted]
-    if bad:
-        log.warning("%s: skipped %d bad rows (skip_bad_rows)", name, bad)
+    if skip is not None:
+        skip.report(name)
     if unusable:
         log.info("%s: %d rows have nothing to train on (e.g. no solution), left out", name,
                  unusable)  # fmt: skip
     if not examples:
-        raise DataError(f"dataset {name!r}: no usable rows in {path or spec.hub[0]}")
+        where = path or spec.hub[0]
+        raise DataError(f"dataset {name!r}: no usable rows in {where}"
+                        + (f" ({name} reads {spec.layouts})" if path and spec.layouts else ""))
     for i, e in enumerate(examples):
         e.meta.setdefault("id", f"{name.removesuffix('_id')}-{i}")
     return examples
