@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from factmem.regime_map import MAP_TITLE
 from factmem.report import CURVE_TITLE, LOSS_TITLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,7 @@ TITLES = {
     REPLAY: "**Replay: the replayed facts apart from the rest** (D_A after stage 2)",
     CURVES: "**D_A during stage 2** (%, mean over seeds)",
     LOSS: "**Stage 2's training loss in its last epoch**",
+    MAP_TITLE: "**The map** (No Mixing, seed 0; %)",
 }
 # grid -> the report sections its docs block shows; the README's table gathers the "Paper vs
 # ours" rows of the grids that show that section (the paper's cells).
@@ -38,6 +40,7 @@ GRIDS = {
     "cells-popqa-model": (PAIRED, SEEDS),
     "cells-popqa-steps": (PAIRED, SEEDS),
     "kvr-floor": (CURVES, LOSS),
+    "regime-map": (MAP_TITLE,),
 }
 
 

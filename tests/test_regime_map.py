@@ -10,6 +10,7 @@ from factmem.config import load_config
 from factmem.grid import load_grid
 from factmem.regime_map import (
     D_B_AT_LEAST,
+    D_B_LOSS_BELOW,
     MAP_TITLE,
     RETENTION_ABOVE,
     RETENTION_BELOW,
@@ -22,12 +23,15 @@ from factmem.report import write_report
 GRID = Path(__file__).parents[1] / "configs" / "grids" / "regime-map.yaml"
 
 
-def _runs(points: list[tuple[str, int, float, float, float, float]]) -> pd.DataFrame:
-    """(pair's D_B, facts, lr, D_A after stage 1, D_B after stage 2, D_A after stage 2)."""
+def _runs(points: list[tuple], loss: float | None = None) -> pd.DataFrame:
+    """(pair's D_B, facts, lr, D_A after stage 1, D_B after stage 2, D_A after stage 2);
+    `loss`: the last stage's last-epoch training loss (what says a GSM8K D_B was learned)."""
     return pd.DataFrame([{
         "stages": 2, "strategy": "No Mixing", "d_a": "popqa", "d_b": d_b, "facts": facts,
         "learning_rate": lr, "da_first": first, "db_final": db, "da_final": final,
+        "last_loss": loss,
         "da_status": {"kept": 1, "hidden": 1, "lost": 2}, "steps_by_stage": [facts // 32] * 2,
+        "variant": "",
     } for d_b, facts, lr, first, db, final in points])  # fmt: skip
 
 
@@ -56,8 +60,21 @@ def test_the_rule_prefers_most_facts_then_the_lowest_rate_among_usable_points():
     assert table.loc[("popqa -> lama", 512, "0.0001"), "kept / hidden / lost"] == "1 / 1 / 2"
 
 
-def test_a_map_needs_two_fact_counts_and_two_rates():
-    assert map_rows(_runs([("lama", 32, 3e-4, 1, 1, 0.5), ("lama", 32, 1e-4, 1, 1, 0.5)])).empty
+def test_a_non_factoid_d_b_is_learned_by_its_training_loss():
+    points = [("gsm8k", 32, 3e-4, 1.0, None, 0.3), ("gsm8k", 128, 3e-4, 1.0, None, 0.3)]
+    on_axis = {"variant": "facts=32"}  # the grid's facts axis makes it a map
+    learned = map_rows(_runs(points, loss=D_B_LOSS_BELOW / 2).assign(**on_axis))
+    assert learned["usable"].all() and learned["chosen"].sum() == 1
+    assert map_table(learned)["D_B after stage 2"].tolist() == ["loss 0.025"] * 2
+    unlearned = map_rows(_runs(points, loss=D_B_LOSS_BELOW * 2).assign(**on_axis))
+    assert not unlearned["usable"].any() and "loss 0.1, not < 0.05" in unlearned["why"].iloc[0]
+
+
+def test_a_map_needs_two_fact_counts_and_two_rates_or_a_facts_axis():
+    sweep = _runs([("lama", 32, 3e-4, 1, 1, 0.5), ("lama", 32, 1e-4, 1, 1, 0.5)])
+    assert map_rows(sweep.assign(variant="training.learning_rate=0.0003")).empty
+    partial = map_rows(sweep.assign(variant="facts=32, training.learning_rate=0.0003"))
+    assert len(partial) == 2  # the regime-map grid's first row, before the others have run
 
 
 def test_the_grid_file_states_the_rule_this_module_applies():
@@ -66,6 +83,7 @@ def test_the_grid_file_states_the_rule_this_module_applies():
     assert f"D_B exact match after stage 2 >= {D_B_AT_LEAST:.0%}" in text
     assert f"strictly between {RETENTION_ABOVE:.0%} and {RETENTION_BELOW:.0%}" in text
     assert "most facts per stage first (most optimizer steps), then the lowest learning" in text
+    assert f"training loss is below {D_B_LOSS_BELOW:g}" in text  # the amendment
 
 
 def test_the_grid_holds_d_b_of_kvr_at_32_and_grows_popqa_with_the_facts():

@@ -20,26 +20,39 @@ HEAT_TITLE = "Regime map: D_A retention after stage 2, No Mixing"
 STAGE1_AT_LEAST = 0.95
 D_B_AT_LEAST = 0.95
 RETENTION_ABOVE, RETENTION_BELOW = 0.10, 0.90
+# A non-factoid D_B (GSM8K) has no exact match: "learned" is its last epoch's mean training
+# loss below this, the rule kvr-floor fixed before its runs (configs/grids/kvr-floor.yaml).
+# Amendment to the map's rule, written in the grid file after its first KVR -> GSM8K run.
+D_B_LOSS_BELOW = 0.05
 
 
 def map_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The two-stage No Mixing runs, when they vary both facts and learning rate (a map);
-    otherwise an empty frame."""
+    """The two-stage No Mixing runs of a grid with a `facts` axis (a map, also while only
+    part of it has run), or of runs that vary both facts and learning rate; otherwise an
+    empty frame."""
     plain = runs[(runs["stages"] == 2) & (runs["strategy"] == "No Mixing")]
+    on_axis = plain["variant"].str.contains(r"(?:^|, )facts=", regex=True)
+    if on_axis.any():
+        return plain[on_axis]
     if plain["facts"].nunique() < 2 or plain["learning_rate"].nunique() < 2:
         return plain.iloc[0:0]
     return plain
 
 
-def why_unusable(da_first: float, db_final: float | None, da_final: float) -> list[str]:
-    """The rule's conditions a point fails (empty: usable)."""
+def why_unusable(da_first: float, db_final: float | None, da_final: float,
+                 db_loss: float | None = None) -> list[str]:  # fmt: skip
+    """The rule's conditions a point fails (empty: usable). `db_loss`: the last stage's
+    last-epoch training loss, what says "learned" for a D_B without exact match."""
     failed = []
     if da_first < STAGE1_AT_LEAST:
         failed.append(f"stage 1 did not memorise (D_A {100 * da_first:.0f}% < "
                       f"{100 * STAGE1_AT_LEAST:.0f}%)")  # fmt: skip
-    if db_final is None or db_final < D_B_AT_LEAST:
-        shown = "not scored" if db_final is None else f"{100 * db_final:.0f}%"
-        failed.append(f"D_B not learned ({shown} < {100 * D_B_AT_LEAST:.0f}%)")
+    if db_final is None:
+        if db_loss is None or not db_loss < D_B_LOSS_BELOW:
+            shown = "no loss recorded" if db_loss is None else f"loss {db_loss:.3g}"
+            failed.append(f"D_B not learned ({shown}, not < {D_B_LOSS_BELOW:g})")
+    elif db_final < D_B_AT_LEAST:
+        failed.append(f"D_B not learned ({100 * db_final:.0f}% < {100 * D_B_AT_LEAST:.0f}%)")
     if not RETENTION_ABOVE < da_final < RETENTION_BELOW:
         failed.append(f"retention {100 * da_final:.0f}% outside "
                       f"({100 * RETENTION_ABOVE:.0f}%, {100 * RETENTION_BELOW:.0f}%)")  # fmt: skip
@@ -55,15 +68,18 @@ def map_rows(runs: pd.DataFrame) -> pd.DataFrame:
         da_first, da_final = part["da_first"].mean(), part["da_final"].mean()
         db = part["db_final"].dropna()
         db_final = db.mean() if len(db) else None
+        losses = part["last_loss"].dropna() if "last_loss" in part else []
+        db_loss = float(losses.mean()) if len(losses) else None
         statuses = [s for s in part["da_status"] if s]
         steps = [s for s in part["steps_by_stage"] if s]
-        failed = why_unusable(da_first, db_final, da_final)
+        failed = why_unusable(da_first, db_final, da_final, db_loss)
         rows.append({
             "pair": f"{d_a} -> {d_b}", "facts": int(facts), "learning_rate": float(lr),
             "seeds": len(part),
             "steps": " + ".join(str(round(sum(s[i] for s in steps) / len(steps)))
                                 for i in range(2)) if steps else "?",
-            "da_first": da_first, "db_final": db_final, "da_final": da_final,
+            "da_first": da_first, "db_final": db_final, "db_loss": db_loss,
+            "da_final": da_final,
             **{s: sum(c[s] for c in statuses) if statuses else None for s in FACT_STATUSES},
             "usable": not failed, "why": "; ".join(failed),
         })  # fmt: skip
@@ -107,7 +123,10 @@ def map_table(rows: pd.DataFrame) -> pd.DataFrame:
         "learning rate": rows["learning_rate"].map(lambda v: f"{v:g}"),
         "steps (stage 1 + 2)": rows["steps"],
         "D_A after stage 1": rows["da_first"].map(pct),
-        "D_B after stage 2": rows["db_final"].map(pct),
+        "D_B after stage 2": [pct(d) if d is not None and d == d else
+                              ("-" if loss is None or loss != loss else f"loss {loss:.3g}")
+                              for d, loss in zip(rows["db_final"], rows["db_loss"],
+                                                 strict=True)],  # fmt: skip
         "D_A after stage 2": rows["da_final"].map(pct),
         "kept / hidden / lost": rows.apply(counts, axis=1),
         "rule": [("CHOSEN" if c else "usable") if u else w
@@ -132,7 +151,7 @@ def heat_map(rows: pd.DataFrame, path: Path) -> Path:
     pairs = list(dict.fromkeys(rows["pair"]))
     facts = sorted(rows["facts"].unique(), reverse=True)
     rates = sorted(rows["learning_rate"].unique(), reverse=True)
-    size = (1.2 + 2.9 * len(pairs) * len(rates) / 3, 1.4 + 0.9 * len(facts))
+    size = (2.2 + 3.0 * len(pairs) * max(len(rates), 2) / 3, 1.6 + 0.9 * len(facts))
     fig, axes = plt.subplots(1, len(pairs), figsize=size, squeeze=False)
     for ax, pair in zip(axes[0], pairs, strict=True):
         part = rows[rows["pair"] == pair].set_index(["facts", "learning_rate"])
@@ -145,7 +164,9 @@ def heat_map(rows: pd.DataFrame, path: Path) -> Path:
                     ax.text(j, i, "not run", ha="center", va="center", fontsize=7)
                     continue
                 row = part.loc[(f, r)]
-                db = "-" if row["db_final"] is None else f"{100 * row['db_final']:.0f}"
+                db = (f"{100 * row['db_final']:.0f}" if row["db_final"] is not None
+                      and row["db_final"] == row["db_final"] else
+                      f"loss {row['db_loss']:.2f}" if row["db_loss"] is not None else "-")
                 text = (f"D_A {100 * row['da_final']:.0f}\nD_B {db}\n"
                         f"s1 {100 * row['da_first']:.0f}")  # fmt: skip
                 colour = "white" if row["da_final"] < 0.6 else "black"
