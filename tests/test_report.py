@@ -143,13 +143,14 @@ def test_continual_metrics_of_a_hand_built_matrix():
 def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, capsys):
     assert main(["report", str(runs_dir), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
-    for name in ("report.md", "report.html", "table1.csv", "table1.tex", "cells.csv", "runs.csv"):
+    for name in ("report.md", "report.html", "da_after_stage2.csv", "da_after_stage2.tex",
+                 "cells.csv", "runs.csv"):
         assert (out / name).is_file(), name
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["forgetting.png", "mixing_length.png", "replay.png", "stages.png"]
     assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
-    assert r"50.0 $\pm$ 25.0" in (out / "table1.tex").read_text()
-    summary = (out / "table5.csv").read_text()
+    assert r"50.0 $\pm$ 25.0" in (out / "da_after_stage2.tex").read_text()
+    summary = (out / "summary.csv").read_text()
     assert "kvr,No Mixing,kvr_id -> kvr_id,1,75.0 (n=1),-37.5 (n=1),37.5 (n=1)" in summary
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<table data-table" in page
@@ -357,7 +358,7 @@ def test_an_archive_gives_the_same_report_as_the_runs(paired_dir, tmp_path):
     assert main(["report", str(paired_dir), "--out", str(tmp_path / "a"), "--paper", "remix"]) == 0
     assert main(["report", str(tmp_path / "archive"), "--out", str(tmp_path / "b"),
                  "--paper", "remix"]) == 0  # fmt: skip
-    for name in ("table1.csv", "table5.csv", "cells.csv"):
+    for name in ("da_after_stage2.csv", "summary.csv", "cells.csv"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
     # a run found both in runs/ and in the archive counts once
     assert len(collect_runs([paired_dir, tmp_path / "archive"])) == 12
@@ -400,6 +401,21 @@ def test_the_page_opens_with_what_was_run_and_the_answer_on_its_first_screen(pai
     attrs = dict(re.findall(r'data-([\w-]+)="(\d+)"', re.search(r"<body([^>]*)>", dom).group(1)))
     assert attrs["lead-on-first-screen"] == "1"
     assert int(attrs["folded"]) >= 1  # D_B after stage 2 and D_A after stage 1: all 100
+
+
+def test_tables_keep_their_names_and_stale_ones_are_removed(runs_dir, tmp_path):
+    from factmem.report import TABLES
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "table7.csv").write_text("an old numbered table")
+    (out / "replay.csv").write_text("a table this report does not hold")
+    (out / "notes.csv").write_text("the user's own file")
+    write_report(runs_dir, out)
+    stems = {p.stem for p in out.glob("*.csv")} - {"cells", "runs", "notes"}
+    assert stems and stems <= set(TABLES.values())  # every table under its registered name
+    assert "da_after_stage2" in stems and not (out / "table7.csv").exists()
+    assert not (out / "replay.csv").exists() and (out / "notes.csv").is_file()
 
 
 def test_tables_of_only_100s_are_folded_and_others_are_not():

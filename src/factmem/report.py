@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import logging
+import re
 import textwrap
 from pathlib import Path
 
@@ -797,6 +798,30 @@ STATUS_TITLE = ("D_A after the last stage: facts kept (exact match), hidden (gol
                 "output, or its first token ranked 1) or lost, summed over seeds")
 
 
+# Every table a report can hold: title -> the stable stem of its files (<stem>.csv, .tex), so
+# a new table anywhere on the page renames nothing that scripts and readers already use.
+TABLES = {
+    MAP_TITLE: "regime_map",
+    "D_A exact match after stage 2 (%)": "da_after_stage2",
+    "D_B exact match after stage 2 (%)": "db_after_stage2",
+    "D_A exact match after stage 1 (%)": "da_after_stage1",
+    "D_A exact match after each stage, runs of 3+ stages (%)": "da_by_stage",
+    LOSS_TITLE: "last_loss",
+    "Continual-learning summary over the scored sets (%)": "summary",
+    "D_A after the last stage: each strategy minus No Mixing, fact by fact": "paired",
+    "The same, seed by seed (D_A after the last stage, %)": "paired_by_seed",
+    STATUS_TITLE: "fact_status",
+    CURVE_TITLE: "curves",
+    "Replay: D_A after the last stage, replayed facts apart from the rest": "replay",
+    "Paper vs ours: D_A after stage 2 (%)": "paper_vs_ours",
+}
+
+
+def _title(stem: str) -> str:
+    """A table's title by its stable name (TABLES)."""
+    return next(title for title, name in TABLES.items() if name == stem)
+
+
 def status_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Kept / hidden / lost D_A facts per cell (records.fact_status), over the runs scored
     with fact scores; a hidden fact is one exact match calls lost but the model still has."""
@@ -886,35 +911,35 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     lead: dict[str, Path] = {}  # the answer, shown before every table
     regime = map_rows(runs)
     if not regime.empty:  # a regime-map grid: the map is its answer, so it comes first
-        tables[MAP_TITLE] = map_table(regime)
+        tables[_title("regime_map")] = map_table(regime)
         lead[HEAT_TITLE] = heat_map(regime, out / "regime_map.png")
     if not two_stage.empty:
         tables |= {
-            "D_A exact match after stage 2 (%)": paper_table(two_stage, "da_final"),
-            "D_B exact match after stage 2 (%)": paper_table(two_stage, "db_final"),
-            "D_A exact match after stage 1 (%)": paper_table(two_stage, "da_first"),
+            _title("da_after_stage2"): paper_table(two_stage, "da_final"),
+            _title("db_after_stage2"): paper_table(two_stage, "db_final"),
+            _title("da_after_stage1"): paper_table(two_stage, "da_first"),
         }
     if not multi.empty:
-        tables["D_A exact match after each stage, runs of 3+ stages (%)"] = stage_table(multi)
+        tables[_title("da_by_stage")] = stage_table(multi)
     losses = loss_table(two_stage[two_stage["d_b"].map(_group) == "non-factoid"])
     if not losses.empty:
-        tables[LOSS_TITLE] = losses
-    tables["Continual-learning summary over the scored sets (%)"] = summary_table(runs)
+        tables[_title("last_loss")] = losses
+    tables[_title("summary")] = summary_table(runs)
     paired = paired_table(runs)
     if not paired.empty:
-        tables["D_A after the last stage: each strategy minus No Mixing, fact by fact"] = paired
+        tables[_title("paired")] = paired
         by_seed = per_seed_table(runs)
         if by_seed.index.get_level_values("seed").nunique() > 1:
-            tables["The same, seed by seed (D_A after the last stage, %)"] = by_seed
+            tables[_title("paired_by_seed")] = by_seed
     statuses = status_table(runs)
     if not statuses.empty:
-        tables[STATUS_TITLE] = statuses
+        tables[_title("fact_status")] = statuses
     curves = curve_table(runs)
     if not curves.empty:
-        tables[CURVE_TITLE] = curves
+        tables[_title("curves")] = curves
     replays = replay_table(runs)
     if not replays.empty:
-        tables["Replay: D_A after the last stage, replayed facts apart from the rest"] = replays
+        tables[_title("replay")] = replays
     if paper is not None:
         published = load_paper_numbers(paper_numbers_path(paper))
         plain = paired_rows(two_stage[two_stage["variant"] == ""])
@@ -922,7 +947,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         if versus.empty:
             log.warning("--paper %s: none of these runs' cells is in the paper's tables", paper)
         else:
-            tables["Paper vs ours: D_A after stage 2 (%)"] = versus.set_index(
+            tables[_title("paper_vs_ours")] = versus.set_index(
                 ["D_A", "D_B", "strategy"]
             )
             forest = forest_rows(versus, plain)
@@ -941,8 +966,9 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     markdown = [f"# factmem report: {name}\n", made_by + "\n", "## What was run\n"]
     markdown += [f"- **{k}**: {v}" for k, v in summary.items()] + [""]
     markdown += [f"![{title}]({path.name})\n" for title, path in lead.items()]
-    for i, (title, table) in enumerate(tables.items(), 1):
-        stem = f"table{i}"
+    _remove_stale_tables(out, {TABLES[title] for title in tables})
+    for title, table in tables.items():
+        stem = TABLES[title]  # a table without a registered name is a bug: fail loudly
         write_text_atomic(out / f"{stem}.csv", table.reset_index().to_csv(index=False))
         write_text_atomic(out / f"{stem}.tex", to_latex(table, title))
         markdown += [f"## {title}\n", to_markdown(table), ""]
@@ -957,6 +983,17 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     write_text_atomic(page, html_page(f"factmem report: {name}", made_by, tables, figs, lead,
                                       summary))  # fmt: skip
     return page
+
+
+def _remove_stale_tables(out: Path, written: set[str]) -> None:
+    """Tables an earlier report of this folder wrote and this one does not (or wrote under
+    their old numbered names, table<i>): left in place they would read as current."""
+    if not out.is_dir():
+        return
+    for file in [*out.glob("*.csv"), *out.glob("*.tex")]:
+        ours = file.stem in TABLES.values() or re.fullmatch(r"table\d+", file.stem)
+        if ours and file.stem not in written:
+            file.unlink()
 
 
 def _img(title: str, path: Path, lead: bool = False) -> str:
