@@ -16,6 +16,7 @@ import logging
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -360,38 +361,46 @@ BASELINE = "No Mixing"
 PAPER_BASELINES = (BASELINE, "Replay 0.0")
 
 
+def twins(runs: pd.DataFrame) -> dict[tuple, list[tuple[Any, Any]]]:
+    """{(D_A, D_B, variant, strategy): [(run, its No Mixing twin or None), ...]}: every run of
+    a strategy beside the No Mixing run of the same D_A, D_B, variant and seed, in the order
+    the runs come. The one pairing every paired table uses."""
+    pairs: dict[tuple, list[tuple[Any, Any]]] = {}
+    for (d_a, d_b, variant), part in runs.groupby(["d_a", "d_b", "variant"], sort=False):
+        baseline = {r.seed: r for r in part.itertuples() if r.strategy == BASELINE}
+        for run in part[part["strategy"] != BASELINE].itertuples():
+            pairs.setdefault((d_a, d_b, variant, run.strategy), []).append(
+                (run, baseline.get(run.seed)))
+    return pairs
+
+
 def paired_rows(runs: pd.DataFrame) -> pd.DataFrame:
     """Every strategy against No Mixing of the same D_A, D_B, variant and seeds, fact by
     fact (D_A after the last stage): difference (points), 95% interval, McNemar p, verdict.
     Seeds without a No Mixing twin, or whose facts differ, are left out (and counted)."""
     rows = []
-    keys = ["d_a", "d_b", "variant"]
-    for (d_a, d_b, variant), part in runs.groupby(keys, sort=False):
-        baseline = {r.seed: r for r in part.itertuples() if r.strategy == BASELINE}
-        for strategy, runs_of in part[part["strategy"] != BASELINE].groupby("strategy",
-                                                                           sort=False):  # fmt: skip
-            pairs, unpaired, apart = [], 0, 0
-            for run in runs_of.itertuples():
-                twin_run = baseline.get(run.seed)
-                twin = (twin_run.da_verdicts or {}) if twin_run is not None else {}
-                ours = run.da_verdicts or {}
-                if not ours or set(ours) != set(twin):
-                    unpaired += 1
-                    continue
-                apart += trained_apart(run.earlier_stages, twin_run.earlier_stages)
-                facts = sorted(ours)
-                pairs.append(([ours[f] for f in facts], [twin[f] for f in facts]))
-            if not pairs:
+    for (d_a, d_b, variant, strategy), runs_of in twins(runs).items():
+        pairs, unpaired, apart = [], 0, 0
+        for run, twin_run in runs_of:
+            twin = (twin_run.da_verdicts or {}) if twin_run is not None else {}
+            ours = run.da_verdicts or {}
+            if not ours or set(ours) != set(twin):
+                unpaired += 1
                 continue
-            result = paired_difference(pairs)
-            rows.append({"d_a": d_a, "d_b": d_b, "strategy": strategy, "variant": variant,
-                         "seeds": result.seeds, "facts": result.facts,
-                         "difference": result.difference, "low": result.low,
-                         "high": result.high, "seed low": result.seed_low,
-                         "seed high": result.seed_high, "kept only with it": result.only_strategy,
-                         "kept only without": result.only_baseline,
-                         "p (McNemar)": result.p_value, "verdict": result.verdict,
-                         "unpaired seeds": unpaired, "trained apart": apart})  # fmt: skip
+            apart += trained_apart(run.earlier_stages, twin_run.earlier_stages)
+            facts = sorted(ours)
+            pairs.append(([ours[f] for f in facts], [twin[f] for f in facts]))
+        if not pairs:
+            continue
+        result = paired_difference(pairs)
+        rows.append({"d_a": d_a, "d_b": d_b, "strategy": strategy, "variant": variant,
+                     "seeds": result.seeds, "facts": result.facts,
+                     "difference": result.difference, "low": result.low,
+                     "high": result.high, "seed low": result.seed_low,
+                     "seed high": result.seed_high, "kept only with it": result.only_strategy,
+                     "kept only without": result.only_baseline,
+                     "p (McNemar)": result.p_value, "verdict": result.verdict,
+                     "unpaired seeds": unpaired, "trained apart": apart})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -735,10 +744,8 @@ def per_seed_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Each strategy beside its No Mixing twin, seed by seed (D_A after the last stage, %):
     with a few seeds, whether an effect holds in every seed or comes from one shows here."""
     rows = []
-    for (d_a, d_b, variant), part in runs.groupby(["d_a", "d_b", "variant"], sort=False):
-        baseline = {r.seed: r for r in part.itertuples() if r.strategy == BASELINE}
-        for run in part[part["strategy"] != BASELINE].itertuples():
-            twin = baseline.get(run.seed)
+    for (d_a, d_b, variant, _), runs_of in twins(runs).items():
+        for run, twin in runs_of:
             ours, theirs = run.da_verdicts or {}, (twin.da_verdicts or {}) if twin else {}
             if twin is None or not ours or set(ours) != set(theirs):
                 continue
@@ -764,32 +771,31 @@ def replay_table(runs: pd.DataFrame) -> pd.DataFrame:
     retention that comes only from the replayed facts is not protection of what was not
     replayed; the paired table counts both alike."""
     rows = []
-    for (d_a, d_b, variant), part in runs.groupby(["d_a", "d_b", "variant"], sort=False):
-        baseline = {r.seed: r.da_verdicts or {} for r in part.itertuples()
-                    if r.strategy == BASELINE}  # fmt: skip
-        replay_runs = part[part["da_replayed"].map(bool)]
-        for strategy, runs_of in replay_runs.groupby("strategy", sort=False):
-            replayed = [0, 0]  # kept, facts
-            others, twins = [0, 0], [0, 0]
-            for run in runs_of.itertuples():
-                verdicts, chosen = run.da_verdicts or {}, set(run.da_replayed)
-                replayed[0] += sum(verdicts.get(k, False) for k in chosen)
-                replayed[1] += len(chosen)
-                rest = [k for k in verdicts if k not in chosen]
-                others[0] += sum(verdicts[k] for k in rest)
-                others[1] += len(rest)
-                twin = baseline.get(run.seed) or {}
-                if set(twin) == set(verdicts):
-                    twins[0] += sum(twin[k] for k in rest)
-                    twins[1] += len(rest)
-            rows.append({
-                "D_A": d_a, "D_B": d_b,
-                "strategy": strategy + (f" [{variant}]" if variant else ""),
-                "seeds": len(runs_of),
-                "replayed facts kept": _kept(replayed),
-                "other facts kept": _kept(others),
-                "No Mixing, the same other facts": _kept(twins) if twins[1] else "no twin",
-            })  # fmt: skip
+    for (d_a, d_b, variant, strategy), runs_of in twins(runs).items():
+        runs_of = [(run, twin) for run, twin in runs_of if run.da_replayed]
+        if not runs_of:
+            continue
+        replayed = [0, 0]  # kept, facts
+        others, twins_kept = [0, 0], [0, 0]
+        for run, twin_run in runs_of:
+            verdicts, chosen = run.da_verdicts or {}, set(run.da_replayed)
+            replayed[0] += sum(verdicts.get(k, False) for k in chosen)
+            replayed[1] += len(chosen)
+            rest = [k for k in verdicts if k not in chosen]
+            others[0] += sum(verdicts[k] for k in rest)
+            others[1] += len(rest)
+            twin = (twin_run.da_verdicts or {}) if twin_run is not None else {}
+            if set(twin) == set(verdicts):
+                twins_kept[0] += sum(twin[k] for k in rest)
+                twins_kept[1] += len(rest)
+        rows.append({
+            "D_A": d_a, "D_B": d_b,
+            "strategy": strategy + (f" [{variant}]" if variant else ""),
+            "seeds": len(runs_of),
+            "replayed facts kept": _kept(replayed),
+            "other facts kept": _kept(others),
+            "No Mixing, the same other facts": _kept(twins_kept) if twins_kept[1] else "no twin",
+        })  # fmt: skip
     table = pd.DataFrame(rows)
     return table.set_index(["D_A", "D_B", "strategy"]) if not table.empty else table
 
