@@ -235,7 +235,7 @@ def paper_table(runs: pd.DataFrame, value: str = "da_final") -> pd.DataFrame:
     """Rows (D_A, strategy), columns D_B (factoid sets first), cells `mean ± std`, plus
     the average of the cell means over factoid and over non-factoid D_B, as the paper."""
     cells = aggregate(runs, value)
-    cells["row"] = cells["strategy"] + cells["variant"].map(lambda v: f" [{v}]" if v else "")
+    cells["row"] = _labels(cells)
     cells["text"] = [
         _cell_text(m, s, n) for m, s, n in zip(cells["mean"], cells["std"], cells["n"], strict=True)
     ]
@@ -255,9 +255,15 @@ def paper_table(runs: pd.DataFrame, value: str = "da_final") -> pd.DataFrame:
     return wide
 
 
+def row_label(strategy: str, variant: str) -> str:
+    """Strategy with its variant, as every table shows it: `No Mixing [lr=0.0003]`."""
+    return f"{strategy} [{variant}]" if variant else strategy
+
+
 def _labels(runs: pd.DataFrame) -> pd.Series:
-    """Strategy with its variant, as in the paper-layout tables: `No Mixing [lr=0.0003]`."""
-    return runs["strategy"] + runs["variant"].map(lambda v: f" [{v}]" if v else "")
+    """row_label of each row of a frame with strategy and variant columns."""
+    return pd.Series([row_label(s, v) for s, v in zip(runs["strategy"], runs["variant"],
+                                                      strict=True)], index=runs.index)
 
 
 def _cell_text(mean: float, std: float, n: int) -> str:
@@ -411,7 +417,7 @@ def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
         return rows
     out = pd.DataFrame({
         "D_A": rows["d_a"], "D_B": rows["d_b"],
-        "strategy": rows["strategy"] + rows["variant"].map(lambda v: f" [{v}]" if v else ""),
+        "strategy": _labels(rows),
         "seeds": rows["seeds"], "facts": rows["facts"],
         "Δ vs No Mixing (points)": rows["difference"].map(lambda d: f"{d:+.1f}"),
         "95% interval": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(rows["low"], rows["high"],
@@ -535,7 +541,7 @@ def _bars_by_db(runs: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     cells = aggregate(runs)
-    cells["label"] = cells["strategy"] + cells["variant"].map(lambda v: f" [{v}]" if v else "")
+    cells["label"] = _labels(cells)
     sets = list(dict.fromkeys(cells["d_a"]))
     fig, axes = plt.subplots(1, len(sets), figsize=(5 + 3 * len(sets), 4), squeeze=False)
     for ax, d_a in zip(axes[0], sets, strict=True):
@@ -751,7 +757,7 @@ def per_seed_table(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             rows.append({
                 "D_A": d_a, "D_B": d_b,
-                "strategy": run.strategy + (f" [{variant}]" if variant else ""),
+                "strategy": row_label(run.strategy, variant),
                 "seed": run.seed, "No Mixing": f"{100 * twin.da_final:.1f}",
                 "strategy (%)": f"{100 * run.da_final:.1f}",
                 "Δ (points)": f"{100 * (run.da_final - twin.da_final):+.1f}",
@@ -790,7 +796,7 @@ def replay_table(runs: pd.DataFrame) -> pd.DataFrame:
                 twins_kept[1] += len(rest)
         rows.append({
             "D_A": d_a, "D_B": d_b,
-            "strategy": strategy + (f" [{variant}]" if variant else ""),
+            "strategy": row_label(strategy, variant),
             "seeds": len(runs_of),
             "replayed facts kept": _kept(replayed),
             "other facts kept": _kept(others),
