@@ -141,7 +141,8 @@ def test_a_grid_killed_inside_every_kind_of_write_resumes_bitwise(tiny_model_dir
     assert _science(crashed_dir / "runs" / "g") == _science(reference_dir / "runs" / "g")
 
     report = ["report", str(crashed_dir / "runs" / "g")]
-    assert _factmem(report, cache, crash_at="report/da_after_stage1.csv").returncode == -signal.SIGKILL
+    killed = _factmem(report, cache, crash_at="report/da_after_stage1.csv")
+    assert killed.returncode == -signal.SIGKILL
     assert _factmem(report, cache).returncode == 0
     for table in sorted((reference_dir / "runs" / "g" / "report").glob("*.csv")):
         if table.name != "runs.csv":  # holds the run folders' paths

@@ -237,3 +237,17 @@ def test_unreachable_hub_corpus_is_a_clear_error(monkeypatch):
     cfg = MixingConfig(source="generic", corpus="fineweb")
     with pytest.raises(DataError, match="cannot stream kh4dien/fineweb-100m-sample"):
         build_mixing(cfg, 2, "s", "unused", FACTS)
+
+
+def test_every_source_the_config_accepts_has_an_entry_in_the_sources_table():
+    """A new mixing source is one entry in SOURCES: a name the config accepts without one
+    would otherwise fail only at report time, or give a wrong cost estimate."""
+    import typing
+
+    from factmem.mixing import SOURCES
+
+    accepted = set(typing.get_args(MixingConfig.model_fields["source"].annotation))
+    assert accepted == set(SOURCES)
+    for name, source in SOURCES.items():
+        cfg = MixingConfig(source=name, words=7, prefix_words=3, continuation_words=4)
+        assert source.words(cfg) == 7 and source.label in {"Random", "Generic"}

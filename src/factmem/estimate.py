@@ -34,7 +34,13 @@ from factmem.data.registry import load_examples
 from factmem.errors import ConfigError
 from factmem.layout import runs_under
 from factmem.markdown import markdown_table
-from factmem.mixing import generic_stream, mixing_count, random_word_stream, replay_count
+from factmem.mixing import (
+    generic_stream,
+    mixing_count,
+    mixing_source,
+    random_word_stream,
+    replay_count,
+)
 from factmem.models import load_tokenizer, resolve_model
 from factmem.records import RunResults
 
@@ -101,7 +107,7 @@ def _mixing_sample(cfg: MixingConfig, count: int, seed: str) -> list[Example]:
     against the state_union speeches, scripts/check_estimate.py)."""
     if cfg.source == "generic" and cfg.corpus == "local":
         return list(itertools.islice(generic_stream(count, seed, cfg, ""), count))
-    words = cfg.words if cfg.source == "random_words" else cfg.prefix_words + cfg.continuation_words
+    words = mixing_source(cfg).words(cfg)
     stream = random_word_stream(seed, cfg.model_copy(update={"words": words}))
     return [next(stream) for _ in range(count)]
 

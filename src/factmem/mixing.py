@@ -22,7 +22,8 @@ import math
 import random
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from factmem.config import MixingConfig
@@ -320,6 +321,50 @@ def factoid_index(factoids: Iterable[Example], n: int) -> tuple[set[str], set[tu
 # ------------------------------------------------------------------------ one stage's mixture
 
 
+@dataclass(frozen=True)
+class MixingSource:
+    """One kind of REMIX data, all that the rest of factmem asks of it: its name in the
+    paper's strategy labels (Random/-, -/Generic), its examples, the words one example holds
+    (what a cost estimate counts), and the length a mixing-length ablation varies. A new
+    source is one entry in SOURCES (and its name in MixingConfig.source): a test checks
+    that every name the config accepts has one."""
+
+    label: str
+    examples: Callable[[MixingConfig, int, str, str], Iterator[Example]]  # cfg, count, seed, model
+    words: Callable[[MixingConfig], int]
+    ablated_length: Callable[[MixingConfig], int]
+    describe: Callable[[MixingConfig], str]
+
+
+SOURCES: dict[str, MixingSource] = {
+    "random_words": MixingSource(
+        label="Random",
+        # random words never run out: look at a bounded number, so that an overlap filter
+        # that rejects nearly everything stops with an error instead of looping forever
+        examples=lambda cfg, count, seed, model: itertools.islice(
+            random_word_stream(seed, cfg), 100 * count + 1000),
+        words=lambda cfg: cfg.words,
+        ablated_length=lambda cfg: cfg.words,
+        describe=lambda cfg: "random_words",
+    ),
+    "generic": MixingSource(
+        label="Generic",
+        examples=lambda cfg, count, seed, model: generic_stream(count, seed, cfg, model),
+        words=lambda cfg: cfg.prefix_words + cfg.continuation_words,
+        ablated_length=lambda cfg: cfg.prefix_words,
+        describe=lambda cfg: f"generic:{cfg.corpus}",
+    ),
+}  # fmt: skip
+
+
+def mixing_source(cfg: MixingConfig) -> MixingSource:
+    try:
+        return SOURCES[cfg.source]
+    except KeyError:
+        raise DataError(f"mixing.source={cfg.source!r} has no entry in factmem.mixing.SOURCES; "
+                        f"known: {', '.join(SOURCES)}") from None
+
+
 def build_mixing(
     cfg: MixingConfig, n_factoids: int, seed: int | str, model: str, factoids: Iterable[Example]
 ) -> tuple[list[Example], dict]:
@@ -331,13 +376,7 @@ def build_mixing(
             f"mixing.ratio={cfg.ratio} x {n_factoids} examples rounds to 0 mixing examples: "
             "raise mixing.ratio, or leave mixing out of this stage"
         )
-    stream = (
-        # random words never run out: look at a bounded number, so that an overlap filter
-        # that rejects nearly everything stops with an error instead of looping forever
-        itertools.islice(random_word_stream(seed, cfg), 100 * count + 1000)
-        if cfg.source == "random_words"
-        else generic_stream(count, seed, cfg, model)
-    )  # fmt: skip
+    stream = mixing_source(cfg).examples(cfg, count, seed, model)
     chosen: list[Example] = []
     flagged: list[dict] = []
     if cfg.overlap == "off":
@@ -359,7 +398,7 @@ def build_mixing(
             f"mixing: only {len(chosen)} of the {count} examples needed are usable{why}"
         )
     report = {
-        "source": cfg.source if cfg.source == "random_words" else f"generic:{cfg.corpus}",
+        "source": mixing_source(cfg).describe(cfg),
         "ratio": cfg.ratio,
         "examples": len(chosen),
         "overlap_check": cfg.overlap,

@@ -28,6 +28,7 @@ from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.methods import method_labels
+from factmem.mixing import mixing_source
 from factmem.records import FACT_STATUSES, RunResults, fact_status
 from factmem.regime_map import HEAT_TITLE, MAP_TITLE, heat_map, map_rows, map_table
 from factmem.stats import mean_std_text, paired_difference
@@ -139,9 +140,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         "da_final": da_by_stage[-1],
         "db_final": last.get(config.stage_name(len(config.stages) - 1)) if later else None,
         "ratio": mixing[0].ratio if mixing else None,
-        "words": (mixing[0].words if mixing[0].source == "random_words" else mixing[0].prefix_words)
-        if mixing
-        else None,  # fmt: skip
+        "words": mixing_source(mixing[0]).ablated_length(mixing[0]) if mixing else None,
         "replay": replay[0] if replay else None,
         "curve": curve,
         "last_loss": _last_loss(results.stages[-1].loss_curve),
@@ -204,8 +203,7 @@ def continual_metrics(matrix: list[list[float | None]]) -> dict[str, float | Non
 
 def strategy_label(config: ExperimentConfig) -> str:
     """The paper's names: No Mixing, Replay 0.1, Random/-, -/Generic, Random/Generic, ..."""
-    names = {"random_words": "Random", "generic": "Generic"}
-    parts = [names[s.mixing.source] if s.mixing else "-" for s in config.stages]
+    parts = [mixing_source(s.mixing).label if s.mixing else "-" for s in config.stages]
     label = "/".join(parts) if any(p != "-" for p in parts) else ""
     replay = [s.replay.fraction for s in config.stages if s.replay is not None]
     if replay:
