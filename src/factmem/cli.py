@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -28,16 +29,36 @@ def _setup_logging(log_file: Path | None, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+DESCRIPTION = """\
+Continual memorization of factoids in language models, as in the REMIX paper (Chen et al.):
+stage 1 fine-tunes a causal LM until it has memorised a set of factoids D_A, stage 2 (and
+3, ...) fine-tunes it on another set D_B, and every earlier stage's set is scored by exact
+match after each stage: what is kept of D_A is the retention. REMIX mixes random words or
+generic text into the stages to reduce the forgetting. One YAML file (or a preset in
+configs/) describes an experiment: `factmem run` trains and scores it, `factmem grid` runs
+many (the paper's tables), `factmem report` turns finished runs into tables and figures.
+Every run resumes where it was stopped."""
+
+
+def _version() -> str:
+    """The installed distribution's version; a source tree on PYTHONPATH has only the module's."""
+    try:
+        return importlib.metadata.version("factmem")
+    except importlib.metadata.PackageNotFoundError:
+        from factmem import __version__
+
+        return __version__
+
+
 def cmd_run(args: argparse.Namespace) -> None:
+    # the config first, with light imports: a mistyped preset is refused before torch loads
     from factmem.config import find_config, load_config
+
+    options = {"name": args.name, "output_dir": args.output_dir}
+    config = load_config(find_config(args.config), args.set or [], options)
+
     from factmem.pipeline import results_table, run_experiment
 
-    overrides = list(args.set or [])
-    if args.name:
-        overrides.append(f"name={args.name}")
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    config = load_config(find_config(args.config), overrides)
     run = RunFolder.of(config.output_dir, config.name)
     _setup_logging(run.log, args.quiet)
     results = run_experiment(config, run.path, progress=not args.quiet)
@@ -155,18 +176,37 @@ def _add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=help)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="factmem", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (a function, so tests can walk every option)."""
+    parser = argparse.ArgumentParser(prog="factmem", description=DESCRIPTION,
+                                     epilog="README.md has a quick start and the docs.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"factmem {_version()}",
+                        help="print factmem's version and exit")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND",
+                                help="`factmem COMMAND --help` lists its options")  # fmt: skip
+    for add in (_add_run, _add_grid, _add_setup_commands, _add_analyses, _add_results):
+        add(sub)
+    return parser
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="train and score every stage of a config (resumes)")
     run.add_argument("config", help="a YAML file, or a preset name from configs/ (e.g. default)")
     _add_set_option(run, "override a field, e.g. --set stages[0].size=32 --set seed=1")
     run.add_argument("--name", help="run name (directory under output_dir)")
-    run.add_argument("--output-dir", help="where run directories go (default: runs)")
+    run.add_argument("--output-dir", help="where run directories go (default: the config's "
+                     "output_dir, runs); runs in it and in folders beside it share finished "
+                     "stages with the same fingerprint")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="warnings only, no progress bars")
     run.set_defaults(func=cmd_run)
+
+
+def _add_setup_commands(sub: argparse._SubParsersAction) -> None:
+    """prepare-model, fields, datasets, filter: what a config can name, before a run."""
     prep = sub.add_parser("prepare-model", help="convert an embedded model once; print its folder")
-    prep.add_argument("model", nargs="?", default="smollm2-135m")
+    prep.add_argument("model", nargs="?", default="smollm2-135m",
+                      help="an embedded model name (default: smollm2-135m)")  # fmt: skip
     prep.set_defaults(func=cmd_prepare_model)
     sub.add_parser("fields", help="every config field with its default").set_defaults(
         func=cmd_fields
@@ -178,12 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     filt.add_argument("dataset", help="popqa, triviaqa, lama, entityquestions, webquestions")
     filt.add_argument("--path", help="local file or folder (default: the hub)")
     filt.add_argument("--split", help="hub split, or a key of a JSON object of lists")
-    filt.add_argument("--model", default="smollm2-135m")
+    filt.add_argument("--model", default="smollm2-135m", help="the judge: an embedded model "
+                      "name, a model folder or a hub ID (default: smollm2-135m)")  # fmt: skip
     filt.add_argument("--limit", type=int, help="judge only the first N (seeded order)")
-    filt.add_argument("--seed", type=int, default=0)
+    filt.add_argument("--seed", type=int, default=0, help="seed of that order (default 0)")
     filt.add_argument("--out", help="folder for known.jsonl / unknown.jsonl")
-    filt.add_argument("--quiet", action="store_true")
+    filt.add_argument("--quiet", action="store_true", help="warnings only, no progress bars")
     filt.set_defaults(func=cmd_filter)
+
+
+def _add_grid(sub: argparse._SubParsersAction) -> None:
     grid = sub.add_parser("grid", help="run a grid of experiments (resumes; shares stages)")
     grid.add_argument("grid", help="a grid YAML file, or a preset in configs/grids/")
     _add_set_option(grid, "override a field in every run, e.g. --set stages[0].size=200")
@@ -193,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                       "of one axis are alternatives), e.g. --only strategy=-/Generic")  # fmt: skip
     grid.add_argument("--data-dir", help="folder with local dataset copies ({data_dir} in the "
                       "grid file); default $FACTMEM_DATA_DIR, else the hub")  # fmt: skip
-    grid.add_argument("--backend", choices=["local", "ray"], default="local")
+    grid.add_argument("--backend", choices=["local", "ray"], default="local",
+                      help="local: stages one after another in this process; ray: stages as "
+                      "Ray tasks, locally or on a cluster (default: local)")  # fmt: skip
     grid.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     grid.add_argument("--cpus-per-stage", type=float, default=1.0, help="Ray: CPUs per stage")
     grid.add_argument("--gpus-per-stage", type=float, default=0.0, help="Ray: GPUs per stage")
@@ -207,8 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--gpus", type=int, default=8, help="devices for --gpu (default 8)")
     grid.add_argument("--mfu", type=float, default=0.35,
                       help="model FLOP utilisation for --gpu (default 0.35)")  # fmt: skip
-    grid.add_argument("--quiet", action="store_true")
+    grid.add_argument("--quiet", action="store_true", help="warnings only, no progress bars")
     grid.set_defaults(func=cmd_grid)
+
+
+def _add_analyses(sub: argparse._SubParsersAction) -> None:
+    """lens, gradients: the paper's analyses of finished runs' models."""
     lens = sub.add_parser("lens", help="Logit Lens: the layer where each answer first appears")
     lens.add_argument("runs", nargs="+", help="run directories (one figure, one line each)")
     lens.add_argument("--stage", type=int, help="whose model (default: the last trained)")
@@ -223,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     grads.add_argument("-n", type=int, default=32, help="examples per set")
     grads.add_argument("--mix-from", help="take D_B+D_M from this run's next-stage mixture")
     grads.set_defaults(func=cmd_gradients)
+
+
+def _add_results(sub: argparse._SubParsersAction) -> None:
+    """archive, report: finished runs' results kept and shown."""
     arch = sub.add_parser("archive", help="copy finished runs' results (no weights) to a folder")
     arch.add_argument("sources", nargs="+", help="run directories, grid folders or a runs root")
     arch.add_argument("--out", required=True, help="the archive folder (<out>/<grid>/<run>/)")
@@ -241,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--paper", help="paper vs ours: `remix` (the REMIX paper's Tables 2-6, "
                         "shipped with factmem) or a YAML of published cells")  # fmt: skip
     report.set_defaults(func=cmd_report)
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except FactmemError as err:

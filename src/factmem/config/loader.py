@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import copy
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from factmem.config.schema import ExperimentConfig, format_errors
+from factmem.config.schema import ExperimentConfig, StageConfig, TrainingConfig, format_errors
 from factmem.errors import ConfigError
 
 
@@ -34,11 +36,49 @@ def _line_map(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dic
 
 
 def split_override(text: str) -> tuple[str, Any]:
-    """`--set stages[1].size=64` -> ("stages[1].size", 64): the one `--set` parser (run, grid)."""
+    """`--set stages[1].size=64` -> ("stages[1].size", 64): the one `--set` parser (run, grid).
+
+    The key is checked against the schema here, so a misspelt one is refused naming the flag
+    (grids apply `--set` to every run's config, where no flag is known any more)."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key=value, e.g. stages[0].size=64")
     key, raw = text.split("=", 1)
+    check_key(parse_key(key, f"--set {text!r}"), f"--set {text}")
     return key, yaml.safe_load(raw) if raw else ""
+
+
+UNKNOWN_FIELD = "unknown field (check the spelling; `factmem fields` lists them all)"
+# Mappings the schema leaves open whose keys are another model's fields (checked later).
+_KEYED_LIKE = {(StageConfig, "training"): TrainingConfig}
+
+
+def check_key(path: tuple, where: str) -> None:
+    """Refuse a field path no config has, e.g. `stages.0.sise`, as `where: path: unknown field`."""
+    node: Any = ExperimentConfig
+    for i, part in enumerate(path):
+        node = _field_type(node, part)
+        if node is None:
+            raise ConfigError(f"{where}: {'.'.join(map(str, path[: i + 1]))}: {UNKNOWN_FIELD}")
+
+
+def _field_type(annotation: Any, part: str | int) -> Any:
+    """The type of `annotation[part]`: Any where any key goes (dicts), None where none does."""
+    if annotation is Any:
+        return Any
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):  # `X | None`, `list[str] | str`
+        found = [t for a in typing.get_args(annotation) if (t := _field_type(a, part)) is not None]
+        return found[0] if len(found) == 1 else (Any if found else None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        return _KEYED_LIKE.get((annotation, part), field.annotation)
+    if origin is list:
+        return typing.get_args(annotation)[0] if isinstance(part, int) else None
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    return None  # a plain value (int, str, a Literal) has no fields
 
 
 def parse_override(text: str) -> tuple[tuple, Any]:
@@ -148,12 +188,16 @@ def read_config_data(name: str | Path) -> dict:
     return _read_yaml(find_config(name))[0]
 
 
-def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
+def load_config(
+    source: str | Path | dict, overrides: list[str] = (), options: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Read a YAML file (or a dict), apply `key=value` overrides, validate.
 
     A file may start from another with `extends: <preset name or path>`: its fields are laid
-    over the other's (mappings key by key, stage lists stage by stage). Errors name the field
-    and its line in the file; overridden fields are named as such.
+    over the other's (mappings key by key, stage lists stage by stage). `options`: top-level
+    fields given as command-line options (`{"name": ...}` is `--name`), set after overrides;
+    None leaves a field as it is. Errors name the field and its line in the file, or the
+    flag that set it (`--set stages[0].size=abc: stages.0.size: ...`).
     """
     lines: dict | None = None
     label = "config"
@@ -162,15 +206,38 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Experim
     else:
         data, lines = _read_yaml(Path(source))
         label = str(source)
-    for text in overrides:
-        key, value = parse_override(text)
-        _apply_override(data, key, value, f"--set {text}")
+    flags: dict[tuple, str] = {}  # field path -> the flag that set it
+    given = [(parse_override(text), f"--set {text}") for text in overrides]
+    given += [(((field,), value), f"--{field.replace('_', '-')} {value}")
+              for field, value in (options or {}).items() if value is not None]  # fmt: skip
+    for (key, value), flag in given:
+        _apply_override(data, key, value, flag)
+        flags[key] = flag
         if lines is not None:
             lines = {k: v for k, v in lines.items() if k[: len(key)] != key}
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_errors(err, label, lines)) from None
+        raise ConfigError(_format_errors(err, label, lines, flags)) from None
+
+
+def _format_errors(err: ValidationError, label: str, lines: dict | None,
+                   flags: dict[tuple, str]) -> str:  # fmt: skip
+    """format_errors, with an error in a field a flag set (or created) blamed on the flag:
+    such fields get a placeholder for a line number, then `label:<placeholder>: ` -> `flag: `."""
+    if not flags:
+        return format_errors(err, label, lines)
+    marks = dict(lines) if lines is not None else {(): "\0"}  # "\0": no file, `label: ` alone
+    for i, path in enumerate(flags):
+        marks[path] = f"\0{i}"
+        for cut in range(len(path) - 1, 0, -1):  # mappings the flag created, e.g. `mixing`
+            if path[:cut] in marks:
+                break
+            marks[path[:cut]] = f"\0{i}"
+    text = format_errors(err, label, marks).replace(f"{label}:\0: ", f"{label}: ")
+    for i, flag in enumerate(flags.values()):
+        text = text.replace(f"{label}:\0{i}: ", f"{flag}: ")
+    return text
 
 
 def config_to_yaml(config: ExperimentConfig) -> str:
