@@ -118,6 +118,11 @@ def test_a_wrong_key_given_to_grid_is_blamed_on_its_flag(tmp_path, capsys):
     assert capsys.readouterr().err == SISE
     assert main(["grid", str(grid), "--set", "mixing.ratio=2", "--status"]) == 2
     assert f"--set mixing.ratio=2: mixing: {UNKNOWN}" in capsys.readouterr().err
+    assert main(["grid", str(grid), "--set", "stages[0].size=abc", "--dry-run"]) == 2
+    err = capsys.readouterr().err  # a wrong value: the flag, not a run of the grid file
+    assert err.startswith("factmem: error: --set stages[0].size=abc: ") and str(grid) not in err
+    assert main(["grid", "nosuch"]) == 2
+    assert "grid presets: " in capsys.readouterr().err  # what would have worked
 
 
 def test_a_new_output_dir_beside_an_old_one_reuses_its_finished_stages(

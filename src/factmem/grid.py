@@ -175,13 +175,15 @@ def load_grid(
         for _, _, values in point:
             values = {k: v for k, v in values.items() if k != "vars"}
             apply_overrides(config_data, _fill(values, point_vars, where), where)
+        before_flags = json.loads(json.dumps(config_data))
         apply_overrides(config_data, last, where)
-        config_data |= {"name": run_name, "output_dir": str(directory), "share_stages": True,
-                        "tags": config_data.get("tags", {}) | tags}  # fmt: skip
+        named = {"name": run_name, "output_dir": str(directory), "share_stages": True,
+                 "tags": config_data.get("tags", {}) | tags}  # fmt: skip
+        config_data |= named
         try:
             config = load_config(config_data)
         except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+            raise ConfigError(_blame(err, where, before_flags | named, overrides)) from None
         runs.append(GridRun(run_name, tags, config))
     names = [r.name for r in runs]
     clash = sorted({n for n in names if names.count(n) > 1})
@@ -189,6 +191,18 @@ def load_grid(
         raise ConfigError(f"{grid_path}: runs with the same name {clash}; give axis values "
                           "distinct labels")  # fmt: skip
     return Grid(grid_file.name, directory, _select(runs, only, axes, grid_path))
+
+
+def _blame(err: ConfigError, where: str, without_flags: dict, overrides: list[str]) -> str:
+    """A run's config error, put on the `--set` flags when the run is valid without them."""
+    if overrides:
+        try:
+            load_config(without_flags)
+        except ConfigError:
+            pass
+        else:
+            return f"{' '.join(f'--set {o}' for o in overrides)}: {err}"
+    return f"{where}: {err}"
 
 
 def _select(runs: list[GridRun], only: list[str], axes, source: Path) -> list[GridRun]:
@@ -236,8 +250,12 @@ def _find_grid(path: str | Path) -> Path:
     try:
         return find_config(f"grids/{path}")
     except ConfigError:
-        raise ConfigError(f"no grid file or grid preset named {str(path)!r} "
-                          "(presets live in configs/grids/)") from None  # fmt: skip
+        from factmem.config.loader import PRESET_DIRS
+
+        presets = sorted({p.stem for d in PRESET_DIRS if (d / "grids").is_dir()
+                          for p in (d / "grids").glob("*.yaml")})  # fmt: skip
+        raise ConfigError(f"no grid file or grid preset named {str(path)!r}; grid presets: "
+                          f"{', '.join(presets)}") from None  # fmt: skip
 
 
 def _read_axes(axes: Any, source: Path) -> list[tuple[str, list[tuple[str, dict]]]]:
