@@ -244,10 +244,25 @@ def test_every_source_the_config_accepts_has_an_entry_in_the_sources_table():
     would otherwise fail only at report time, or give a wrong cost estimate."""
     import typing
 
+    from factmem.config.schema import SOURCE_FIELDS
     from factmem.mixing import SOURCES
 
     accepted = set(typing.get_args(MixingConfig.model_fields["source"].annotation))
-    assert accepted == set(SOURCES)
-    for name, source in SOURCES.items():
-        cfg = MixingConfig(source=name, words=7, prefix_words=3, continuation_words=4)
-        assert source.words(cfg) == 7 and source.label in {"Random", "Generic"}
+    assert accepted == set(SOURCES) and set(SOURCE_FIELDS.values()) <= accepted
+    random = MixingConfig(source="random_words", words=7)
+    generic = MixingConfig(source="generic", prefix_words=3, continuation_words=4)
+    assert SOURCES["random_words"].words(random) == 7 and SOURCES["generic"].words(generic) == 7
+    assert {s.label for s in SOURCES.values()} == {"Random", "Generic"}
+
+
+def test_a_field_of_the_other_source_is_a_config_error_naming_it(tmp_path):
+    from factmem.config import load_config
+    from factmem.errors import ConfigError
+
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - {dataset: kvr, size: 4, stop: {epochs: 1}}\n"
+                      "  - dataset: kvr_id\n    size: 4\n    stop: {epochs: 1}\n"
+                      "    mixing: {source: random_words, prefix_words: 10}\n")  # fmt: skip
+    wrong = r"c.yaml:6: stages.1.mixing: .*does not use prefix_words \(generic\)"
+    with pytest.raises(ConfigError, match=wrong):
+        load_config(config)

@@ -256,6 +256,30 @@ class MixingConfig(_Strict):
     )
     overlap_ngram: int = Field(8, ge=2, description="n of the shared-n-gram check, in words.")
 
+    @model_validator(mode="after")
+    def _fields_of_its_source(self) -> MixingConfig:
+        """A field of another source set away from its default is a mistake (it would be
+        ignored): name it. At its default it is what every saved config.yaml holds (a full
+        dump), and harmless. The config stays one flat model so that every run's
+        fingerprint (that full dump) is unchanged."""
+        defaults = type(self).model_fields
+        wrong = sorted(name for name in self.model_fields_set
+                       if SOURCE_FIELDS.get(name, self.source) != self.source
+                       and getattr(self, name) != defaults[name].default)  # fmt: skip
+        if wrong:
+            owners = ", ".join(f"{n} ({SOURCE_FIELDS[n]})" for n in wrong)
+            raise ValueError(f"source={self.source} does not use {owners}")
+        return self
+
+
+# The fields that belong to one mixing source (the others apply to all): mixing.SOURCES has
+# one entry per source, tests/test_mixing.py checks the two agree.
+SOURCE_FIELDS = {
+    **dict.fromkeys(("words", "format", "word_list"), "random_words"),
+    **dict.fromkeys(("corpus", "path", "field", "prefix_words", "continuation_words",
+                     "pool_size", "passages_per_document"), "generic"),
+}  # fmt: skip
+
 
 class ReplayConfig(_Strict):
     """Replay: a fraction of every earlier stage's set mixed into this stage."""
