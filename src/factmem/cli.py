@@ -148,7 +148,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     _setup_logging(None, True)
     page = write_report([Path(d) for d in args.runs_dirs], Path(args.out) if args.out else None,
                         args.paper)  # fmt: skip
-    print(f"wrote {page.parent}/ (report.md, report.html, table*.csv/.tex, *.png)")
+    print(f"wrote {page.parent}/ (report.md, report.html, a .csv and .tex per table, *.png)")
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
