@@ -19,8 +19,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def write(path: Path, content) -> Path:
+    """A fixture file: bytes or text as given, rows as JSON lines (.jsonl) or one JSON value."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
         path.write_text(content, encoding="utf-8")
     elif path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in content), encoding="utf-8")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_datasets import write
 
 from factmem.cli import main
 from factmem.data.qa import ANSWER_SUFFIX
@@ -20,19 +21,6 @@ from factmem.data.registry import load_examples, read_dataset
 from factmem.data.triviaqa import answer_from_aliases, unquote_question
 from factmem.errors import DataError
 from factmem.testing import tiny_config_data
-
-
-def write(path: Path, content) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    elif isinstance(content, str):
-        path.write_text(content, encoding="utf-8")
-    elif path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in content), encoding="utf-8")
-    else:
-        path.write_text(json.dumps(content), encoding="utf-8")
-    return path
 
 
 def tsv(rows: list[list[str]]) -> str:
