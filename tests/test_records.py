@@ -68,3 +68,19 @@ def test_every_archived_record_reads_back_unchanged():
             assert StageRecord.read(stage).to_json() == json.loads(stage.read_text()), stage
         for training in sorted(file.parent.glob("stage*/training.json")):
             assert StageOutcome.read(training).to_json() == json.loads(training.read_text())
+
+
+def test_prediction_rows_are_read_by_one_reader_that_names_a_bad_line(tmp_path):
+    from factmem.records import prediction_key, read_predictions
+
+    file = tmp_path / "D_A.jsonl"
+    file.write_text('{"prompt": "Who?", "output": "x", "correct": false}\n'
+                    '{"key": "abc", "correct": true}\n\n')  # fmt: skip
+    rows = read_predictions(file)
+    assert list(rows) == [prediction_key("Who?"), "abc"] and rows["abc"]["correct"] is True
+    file.write_text('{"key": "abc", "correct": true}\n{"key": "ab')  # a torn last row
+    with pytest.raises(FactmemError, match=r"D_A.jsonl:2: not a JSON row"):
+        read_predictions(file)
+    file.write_text('{"output": "x", "correct": true}\n')  # no key, no prompt: unpairable
+    with pytest.raises(FactmemError, match=r"D_A.jsonl:1: a prediction row needs"):
+        read_predictions(file)

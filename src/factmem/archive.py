@@ -19,23 +19,24 @@ text, which a repository may not be allowed to redistribute. `with_text=True` ke
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 
 from factmem.atomic import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, StageFolder, runs_under
-from factmem.records import FACT_SCORE_FIELDS, RunResults, StageOutcome, StageRecord
+from factmem.records import (  # noqa: F401  (prediction_key, replayed_fact_keys: kept importable here)
+    FACT_SCORE_FIELDS,
+    RunResults,
+    StageOutcome,
+    StageRecord,
+    prediction_key,
+    read_predictions,
+    replayed_fact_keys,
+)
 
 MARKER = "archive.json"
-
-
-def prediction_key(prompt: str) -> str:
-    """The identity of a fact across runs (same prompt = same fact)."""
-    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -77,12 +78,13 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
         if stage.fingerprint.is_file():
             shutil.copy2(stage.fingerprint, copy.fingerprint)
         for file in sorted(stage.predictions_dir.glob("*.jsonl")):
-            rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-            if not with_text:
-                rows = [{"key": row.get("key") or prediction_key(row["prompt"]),
-                         "correct": row["correct"], "method": row.get("method"),
+            if with_text:
+                rows = [json.loads(line) for line in file.read_text().splitlines()
+                        if line.strip()]  # fmt: skip
+            else:
+                rows = [{"key": key, "correct": row["correct"], "method": row.get("method"),
                          **{k: row[k] for k in FACT_SCORE_FIELDS if k in row}}
-                        for row in rows]  # fmt: skip
+                        for key, row in read_predictions(file).items()]  # fmt: skip
             write_jsonl_atomic(copy.predictions(file.stem), rows)
     write_json_atomic(tmp.path / MARKER, {
         "archived_from": str(run_dir),
@@ -93,16 +95,6 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
         shutil.rmtree(dest)
     tmp.path.replace(dest)
     return dest
-
-
-def replayed_fact_keys(examples: Iterable[tuple[str, dict]]) -> dict[str, list[str]]:
-    """{earlier set: keys of its facts} among a stage's (prompt, meta) training examples, so
-    that a report can tell the retention of replayed facts from that of the rest."""
-    keys: dict[str, list[str]] = {}
-    for prompt, meta in examples:
-        if meta.get("kind") == "replay":
-            keys.setdefault(meta["replayed_from"], []).append(prediction_key(prompt))
-    return {name: sorted(found) for name, found in keys.items()}
 
 
 def fill_replayed_facts(mixture: dict, stage: StageFolder | None) -> dict:

@@ -21,7 +21,6 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from factmem.archive import replayed_fact_keys
 from factmem.atomic import (
     write_dir_atomic,
     write_jsonl_atomic,
@@ -47,7 +46,13 @@ from factmem.markdown import markdown_table
 from factmem.methods import StageContext, stage_methods
 from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
-from factmem.records import RunResults, StageOutcome, StageRecord, file_digest
+from factmem.records import (
+    RunResults,
+    StageOutcome,
+    StageRecord,
+    file_digest,
+    replayed_fact_keys,
+)
 from factmem.training import train_stage
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,43 @@ def fact_status(row: dict) -> str | None:
     if row.get("contains") or row.get("first_token_rank") == 1:
         return "hidden"
     return "lost"
+
+
+def prediction_key(prompt: str) -> str:
+    """The identity of a fact across runs (same prompt = same fact): what pairs a strategy's
+    verdicts with its No Mixing twin's, and what an archive keeps instead of the prompt."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def replayed_fact_keys(examples: Iterable[tuple[str, dict]]) -> dict[str, list[str]]:
+    """{earlier set: keys of its facts} among a stage's (prompt, meta) training examples, so
+    that a report can tell the retention of replayed facts from that of the rest."""
+    keys: dict[str, list[str]] = {}
+    for prompt, meta in examples:
+        if meta.get("kind") == "replay":
+            keys.setdefault(meta["replayed_from"], []).append(prediction_key(prompt))
+    return {name: sorted(found) for name, found in keys.items()}
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """{fact key: row} of a predictions file, as the pipeline writes it (prompt, output,
+    correct, fact scores) or as an archive keeps it (key, correct, fact scores). A row that
+    is not JSON, or has neither key nor prompt, or no verdict, is an error naming the file
+    and line: a report must not pair facts it cannot name."""
+    rows: dict[str, dict] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FactmemError(f"{path}:{number}: not a JSON row ({err})") from None
+        if not isinstance(row, dict) or "correct" not in row or not (
+                row.get("key") or row.get("prompt")):  # fmt: skip
+            raise FactmemError(f"{path}:{number}: a prediction row needs `correct` and a "
+                               "`key` or `prompt`")  # fmt: skip
+        rows[row.get("key") or prediction_key(row["prompt"])] = row
+    return rows
 
 
 def _from_json(cls, data: Any, source: Path | str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import re
 import textwrap
@@ -21,7 +20,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from factmem.archive import fill_replayed_facts, prediction_key
+from factmem.archive import fill_replayed_facts
 from factmem.atomic import write_text_atomic
 from factmem.config import ExperimentConfig, load_config
 from factmem.data.registry import REGISTRY
@@ -29,7 +28,7 @@ from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.methods import method_labels
 from factmem.mixing import mixing_source
-from factmem.records import FACT_STATUSES, RunResults, fact_status
+from factmem.records import FACT_STATUSES, RunResults, fact_status, read_predictions
 from factmem.regime_map import HEAT_TITLE, MAP_TITLE, heat_map, map_rows, map_table
 from factmem.stats import mean_std_text, paired_difference
 
@@ -87,14 +86,7 @@ def _one_run_per_cell_and_seed(runs: pd.DataFrame) -> pd.DataFrame:
 def final_predictions(run_dir: Path, stage: int, set_name: str) -> dict[str, dict]:
     """{fact key: prediction row} of set `set_name` scored after stage `stage` (1-based)."""
     file = RunFolder(run_dir).stage(stage).predictions(set_name)
-    if not file.is_file():
-        return {}
-    rows = {}
-    for line in file.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[row.get("key") or prediction_key(row["prompt"])] = row
-    return rows
+    return read_predictions(file) if file.is_file() else {}
 
 
 
