@@ -687,11 +687,16 @@ def forest_rows(versus: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
 EMBEDDED_NAME = ("smollm2-135m", "SmolLM2-135M-Instruct (dequantised from Q4_1)")
 
 
+def distinct_values(runs: pd.DataFrame, column: str) -> str:
+    """A column's distinct values in the order they come, as text (`0.0003, 0.0001`)."""
+    found = [v for v in dict.fromkeys(runs[column]) if v is not None and v == v]
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in found) or "?"
+
+
 def setting_text(runs: pd.DataFrame) -> str:
     """Our model and regime in words: what the page and its headline figure are about."""
     def values(column: str) -> str:
-        found = [v for v in dict.fromkeys(runs[column]) if v is not None and v == v]
-        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in found) or "?"
+        return distinct_values(runs, column)
 
     return (f"ours: {values('model').replace(*EMBEDDED_NAME)}, {values('facts')} D_A facts, "
             f"learning rate "
@@ -871,10 +876,10 @@ GLOSSARY = {
 
 def summary_items(runs: pd.DataFrame) -> dict[str, str]:
     """What was run, in words: the first thing on the page."""
-    def values(column: str, fmt=str) -> str:
-        found = [v for v in dict.fromkeys(runs[column]) if v is not None and v == v]
-        return ", ".join(fmt(v) for v in found) or "?"
+    def values(column: str) -> str:
+        return distinct_values(runs, column)
 
+    models = values("model")
     steps = [s for s in runs["steps_by_stage"] if s]
     per_stage = []
     for i in range(max((len(s) for s in steps), default=0)):
@@ -882,14 +887,14 @@ def summary_items(runs: pd.DataFrame) -> dict[str, str]:
         shown = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         per_stage.append(f"stage {i + 1}: {shown}")
     return {
-        "model": values("model").replace(*EMBEDDED_NAME)
-        + (" (not the paper's Llama-3-8B base model)" if "smollm2" in values("model") else ""),
+        "model": models.replace(*EMBEDDED_NAME)
+        + (" (not the paper's Llama-3-8B base model)" if "smollm2" in models else ""),
         "runs": f"{len(runs)} finished; seeds {values('seed')}",
         "cells": "; ".join(dict.fromkeys(f"{a} -> {b}" for a, b in zip(runs["d_a"], runs["d_b"],
                                                                        strict=True))),
         "strategies": values("strategy"),
         "D_A facts per stage": values("facts"),
-        "learning rate": values("learning_rate", lambda v: f"{v:g}"),
+        "learning rate": values("learning_rate"),
         "optimizer steps": "; ".join(per_stage) or "?",
     }  # fmt: skip
 
