@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from factmem import evaluation
 from factmem.data.example import encode_prompt
 from factmem.evaluation import (
     decode,
@@ -12,8 +13,10 @@ from factmem.evaluation import (
     greedy_generate,
     is_correct,
     mean_response_loss,
+    shared_prefix_length,
     verdict_is_final,
 )
+from factmem.familiarity import few_shot_example
 
 
 def test_is_correct_follows_the_paper():
@@ -112,6 +115,47 @@ def test_generation_stops_early_without_changing_outputs_that_matter(partly_trai
     for e, a, b in zip(examples, full, early, strict=True):
         assert a.startswith(b)
         assert is_correct(a, e.gold_answers()) == is_correct(b, e.gold_answers())
+
+
+@pytest.mark.parametrize("rows, shared", [
+    ([[1, 2, 3, 4], [1, 2, 3, 5]], 3),
+    ([[1, 2, 3], [1, 2, 3, 4]], 2),  # every row keeps a token of its own
+    ([[7, 2], [1, 2]], 0),
+    ([[1, 2, 3]], 2),
+    ([], 0),
+])  # fmt: skip
+def test_shared_prefix_length(rows, shared):
+    assert shared_prefix_length(rows) == shared
+
+
+def test_a_shared_few_shot_prefix_encoded_once_gives_the_same_outputs(partly_trained,
+                                                                      monkeypatch):  # fmt: skip
+    """The familiarity filter's prompts share their demonstrations: encoded once, copied into
+    each batch, and every output still equals plain one-at-a-time greedy generation."""
+    model, tokenizer, examples = partly_trained
+    asked = [few_shot_example(dataclasses.replace(e, prompt=e.prompt + " x" * (i % 3)), 3)
+             for i, e in enumerate(examples)]  # own parts of 3 lengths: left padding  # fmt: skip
+    model.eval()
+    reference = []
+    for example in asked:
+        ids = torch.tensor([encode_prompt(tokenizer, example.prompt, example.history)])
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=8, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        reference.append(decode(tokenizer, out[0, ids.shape[1] :].tolist()))
+    encoded = [encode_prompt(tokenizer, e.prompt, e.history) for e in asked]
+    assert shared_prefix_length(encoded) > 16  # the demonstrations are shared
+    assert len({len(row) for row in encoded}) > 1  # own parts differ in length: left padding
+    calls = []
+    encode_once = evaluation._prefix_cache
+    monkeypatch.setattr(evaluation, "_prefix_cache",
+                        lambda *a: calls.append(a) or encode_once(*a))  # fmt: skip
+    for share in (True, False):
+        outputs = greedy_generate(model, tokenizer, asked, max_new_tokens=8, batch_size=5,
+                                  share_prefix=share, progress=False)  # fmt: skip
+        assert outputs == reference, f"share_prefix={share}"
+    assert len(calls) == 1  # once for all 5 batches, and only when sharing
 
 
 def test_a_cut_output_is_marked_and_an_uncut_one_is_the_whole_output(partly_trained):

@@ -8,8 +8,9 @@ import torch
 from factmem.archive import archive_runs
 from factmem.config import load_config
 from factmem.data.example import encode_prompt, encode_response
-from factmem.evaluation import exact_match
-from factmem.fact_scores import score_facts
+from factmem.evaluation import answer_logits, exact_match
+from factmem.fact_scores import LENS_TOP_K, score_facts
+from factmem.lens import lens_hits
 from factmem.pipeline import run_experiment
 from factmem.records import FACT_SCORE_FIELDS, fact_status
 from factmem.report import collect_runs, status_table
@@ -51,6 +52,22 @@ def test_fact_scores_agree_with_the_model(partly_trained):
         row = p.to_json()
         assert set(FACT_SCORE_FIELDS) <= set(row) and fact_status(row) in ("kept", "hidden",
                                                                           "lost")  # fmt: skip
+
+
+def test_one_pass_gives_what_two_passes_gave(partly_trained):
+    """The lens rides on the teacher-forced pass: its layers and ranks equal those of the
+    prompts run on their own (lens_hits) and of answer_logits, as before the merge."""
+    model, tokenizer, examples = partly_trained
+    predictions = exact_match(model, tokenizer, examples, max_new_tokens=8, progress=False)
+    score_facts(model, tokenizer, examples, predictions, batch_size=5)
+    layers = lens_hits(model, tokenizer, examples, top_k=LENS_TOP_K,
+                       batch_size=7).first_layers()  # fmt: skip
+    assert [p.lens_first_layer for p in predictions] == layers
+    assert len(set(layers)) > 1  # not all found at one layer: the comparison has content
+    ranks = {}
+    for i, logits, gold in answer_logits(model, tokenizer, examples, 7, False):
+        ranks[i] = int((logits[0] > logits[0, gold[0]]).sum()) + 1
+    assert [p.first_token_rank for p in predictions] == [ranks[i] for i in range(len(examples))]
 
 
 @pytest.mark.parametrize("on", [True, False])

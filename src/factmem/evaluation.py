@@ -25,6 +25,7 @@ prediction says so (`output_cut`), so error analysis does not read a cut output 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -143,7 +144,7 @@ def _batches(order: list[int], size: int) -> Iterator[list[int]]:
         yield order[start : start + size]
 
 
-def _target_logits(
+def target_logits(
     model: PreTrainedModel, sequences: list[list[int]], prompt_lengths: list[int], pad_id: int
 ) -> list[torch.Tensor]:
     """For each sequence, the logits that predict its tokens after the prompt (fp32).
@@ -191,17 +192,27 @@ def answer_logits(
 
     Batches are sorted by length, so little is spent on padding.
     """
+    batches = list(teacher_forced_batches(tokenizer, examples, batch_size))
+    with eval_mode(model, bf16):
+        for batch, prompts, targets in tqdm(batches, desc=desc, disable=desc is None,
+                                            leave=False):  # fmt: skip
+            sequences = [p + t for p, t in zip(prompts, targets, strict=True)]
+            lengths = [len(p) for p in prompts]
+            logits = target_logits(model, sequences, lengths, tokenizer.pad_token_id)
+            for i, lg, target in zip(batch, logits, targets, strict=True):
+                yield i, lg, torch.tensor(target, device=lg.device)
+
+
+def teacher_forced_batches(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
+                           batch_size: int
+                           ) -> Iterator[tuple[list[int], list[list[int]], list[list[int]]]]:
+    """(example indices, prompt ids, answer ids incl. EOS) per batch, sorted by length so
+    that little is spent on padding."""
     prompts = [encode_prompt(tokenizer, e.prompt, e.history) for e in examples]
     targets = [encode_response(tokenizer, e.response) for e in examples]
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]) + len(targets[i]))
-    batches = list(_batches(order, batch_size))
-    with eval_mode(model, bf16):
-        for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
-            sequences = [prompts[i] + targets[i] for i in batch]
-            lengths = [len(prompts[i]) for i in batch]
-            logits = _target_logits(model, sequences, lengths, tokenizer.pad_token_id)
-            for i, lg in zip(batch, logits, strict=True):
-                yield i, lg, torch.tensor(targets[i], device=lg.device)
+    for batch in _batches(order, batch_size):
+        yield batch, [prompts[i] for i in batch], [targets[i] for i in batch]
 
 
 def teacher_forced_certify(
@@ -266,6 +277,29 @@ class _StopWhenFinal(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+# Shortest common prompt prefix worth encoding once (below it, the copies cost more)
+SHARED_PREFIX_MIN_TOKENS = 16
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all rows share, leaving every row one token of its own
+    (generate needs at least one uncached token per row)."""
+    if not rows:
+        return 0
+    limit = min(len(row) for row in rows) - 1
+    first, length = rows[0], 0
+    while length < limit and all(row[length] == first[length] for row in rows):
+        length += 1
+    return length
+
+
+def _prefix_cache(model: PreTrainedModel, prefix: list[int]) -> Any:
+    """The key/value cache of one prompt prefix (batch 1), to copy into each batch."""
+    ids = torch.tensor([prefix], device=model.device)
+    kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    return model(input_ids=ids, use_cache=True, **kwargs).past_key_values
+
+
 def greedy_generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Example],
     **options: Any,
@@ -286,9 +320,14 @@ def greedy_generate_with_stops(
     mode: MatchMode = "equal",
     bf16: bool = False,
     progress: bool = True,
+    share_prefix: bool = True,
 ) -> list[tuple[str, bool]]:
     """Greedy outputs, each with True where the early stop (`answers` given) cut it: the
-    output is then a prefix of what the model would have written."""
+    output is then a prefix of what the model would have written.
+
+    With `share_prefix`, the tokens every prompt starts with (few-shot demonstrations: ~160
+    of the familiarity filter's ~190) are encoded once and their key/value cache is copied
+    into every batch, so each row's prefill covers only its own tokens (BENCHMARKS.md)."""
     encoded = [
         encode_prompt(tokenizer, p.prompt, p.history)
         if isinstance(p, Example)
@@ -297,6 +336,8 @@ def greedy_generate_with_stops(
     ]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
+    shared = shared_prefix_length(encoded) if share_prefix else 0
+    shared = shared if shared >= SHARED_PREFIX_MIN_TOKENS else 0
     config = GenerationConfig(
         do_sample=False,
         num_beams=1,
@@ -309,14 +350,24 @@ def greedy_generate_with_stops(
     saved_config, model.generation_config = model.generation_config, config
     try:
         with eval_mode(model, bf16):
+            prefix_cache = _prefix_cache(model, encoded[0][:shared]) if shared else None
             for batch in tqdm(
                 list(_batches(order, batch_size)),
                 desc="exact match (generate)",
                 disable=not progress,
                 leave=False,
             ):
-                input_ids, mask = pad_rows([encoded[i] for i in batch], tokenizer.pad_token_id,
-                                           left=True)  # fmt: skip
+                input_ids, mask = pad_rows([encoded[i][shared:] for i in batch],
+                                           tokenizer.pad_token_id, left=True)  # fmt: skip
+                extra: dict[str, Any] = {}
+                if prefix_cache is not None:
+                    # prefix + left-padded own tokens: generate's position ids count only
+                    # unmasked tokens, so every row sees the positions it would alone
+                    input_ids = torch.cat([torch.tensor([encoded[0][:shared]] * len(batch)),
+                                           input_ids], dim=1)  # fmt: skip
+                    mask = torch.cat([torch.ones(len(batch), shared, dtype=mask.dtype), mask], 1)
+                    extra["past_key_values"] = copy.deepcopy(prefix_cache)
+                    extra["past_key_values"].batch_repeat_interleave(len(batch))
                 width = input_ids.shape[1]
                 criteria = StoppingCriteriaList()
                 final = None
@@ -328,6 +379,7 @@ def greedy_generate_with_stops(
                     attention_mask=mask.to(model.device),
                     generation_config=config,
                     stopping_criteria=criteria,
+                    **extra,
                 )
                 for row, i in enumerate(batch):
                     ids = generated[row, width:].tolist()
@@ -350,6 +402,7 @@ def exact_match(
     tie_margin: float = 1e-3,
     bf16: bool = False,
     progress: bool = True,
+    share_prefix: bool = True,
 ) -> list[Prediction]:
     """Score every example; the verdicts equal those of greedy `model.generate`."""
     if fast_path is True and bf16:
@@ -385,6 +438,7 @@ def exact_match(
             mode=mode,
             bf16=bf16,
             progress=progress,
+            share_prefix=share_prefix,
         )
         if rest
         else []

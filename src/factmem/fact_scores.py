@@ -15,8 +15,8 @@ per fact (weight-free numbers that survive in the archive):
 
 and after the last stage each fact is **kept** (exact match), **hidden** (not exact, but the
 gold is in the output or its first token ranks 1 under teacher forcing: the model still
-leads with it) or **lost** (neither): `records.fact_status`, which the report reads. Two
-extra forward passes per set (teacher forcing, and the prompts with per-layer hooks), no
+leads with it) or **lost** (neither): `records.fact_status`, which the report reads. One
+extra forward pass per set (teacher forcing, with per-layer hooks for the Logit Lens), no
 generation: BENCHMARKS.md measures the cost.
 """
 
@@ -28,8 +28,14 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from factmem.data.example import Example
-from factmem.evaluation import Prediction, answer_logits, normalize
-from factmem.lens import lens_hits
+from factmem.evaluation import (
+    Prediction,
+    eval_mode,
+    normalize,
+    target_logits,
+    teacher_forced_batches,
+)
+from factmem.lens import LogitLens
 
 LENS_TOP_K = 10  # the paper's Logit Lens top-10
 
@@ -37,21 +43,34 @@ LENS_TOP_K = 10  # the paper's Logit Lens top-10
 def score_facts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 examples: Sequence[Example], predictions: Sequence[Prediction], *,
                 batch_size: int = 64, bf16: bool = False) -> None:  # fmt: skip
-    """Fill each prediction's fact scores in place (see the module doc)."""
+    """Fill each prediction's fact scores in place (see the module doc).
+
+    One forward pass per batch serves both the teacher-forced scores and the Logit Lens:
+    under causal attention, the residual at the last prompt position is the same whether
+    the answer follows or not, so the lens reads it from the teacher-forced pass (hooks)
+    instead of running the prompts again (BENCHMARKS.md: the two-pass way's cost).
+    """
     if not examples:
         return
-    teacher_forced = {}
-    for i, logits, gold in answer_logits(model, tokenizer, examples, batch_size, bf16):
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        mean = logprobs.gather(1, gold[:, None]).mean().item()
-        first = logits[0]
-        rank = int((first > first[gold[0]]).sum().item()) + 1
-        teacher_forced[i] = (mean, rank)
-    layers = lens_hits(model, tokenizer, examples, top_k=LENS_TOP_K,
-                       batch_size=batch_size).first_layers()  # fmt: skip
+    lens = LogitLens(model)
+    scores: dict[int, tuple[float, int, int | None]] = {}
+    with eval_mode(model, bf16):
+        for batch, prompts, targets in teacher_forced_batches(tokenizer, examples, batch_size):
+            sequences = [p + t for p, t in zip(prompts, targets, strict=True)]
+            lengths = [len(p) for p in prompts]
+            positions = torch.tensor(lengths, device=model.device) - 1  # right-padded rows
+            with lens.capture(positions) as residuals:
+                logits = target_logits(model, sequences, lengths, tokenizer.pad_token_id)
+            first_tokens = torch.tensor([t[0] for t in targets])
+            hits = lens.hits(torch.stack(residuals), first_tokens, LENS_TOP_K).T.tolist()
+            for i, lg, target, row in zip(batch, logits, targets, hits, strict=True):
+                gold = torch.tensor(target, device=lg.device)
+                mean = torch.log_softmax(lg, dim=-1).gather(1, gold[:, None]).mean().item()
+                rank = int((lg[0] > lg[0, gold[0]]).sum().item()) + 1
+                layer = next((n + 1 for n, hit in enumerate(row) if hit), None)
+                scores[i] = (mean, rank, layer)
     for i, prediction in enumerate(predictions):
         output = normalize(prediction.output)
         prediction.contains = any(normalize(a) in output for a in prediction.answers if a.strip())
-        prediction.gold_logprob = round(teacher_forced[i][0], 4)
-        prediction.first_token_rank = teacher_forced[i][1]
-        prediction.lens_first_layer = layers[i]
+        prediction.gold_logprob = round(scores[i][0], 4)
+        prediction.first_token_rank, prediction.lens_first_layer = scores[i][1], scores[i][2]

@@ -14,8 +14,9 @@ forward hooks; the test checks it against `output_hidden_states` computed indepe
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,11 +71,13 @@ class LogitLens:
     def from_model(cls, model: PreTrainedModel) -> LogitLens:
         return cls(model)
 
-    def residuals(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """[layers, batch, hidden]: each layer's output at `positions` (one per row)."""
+    @contextlib.contextmanager
+    def capture(self, positions: torch.Tensor) -> Iterator[list[torch.Tensor]]:
+        """While open, every forward pass of the model appends each layer's output at
+        `positions` (one per row, fp32) to the yielded list: the lens can ride on a pass
+        made for another purpose (fact scores' teacher forcing) instead of its own."""
         captured: list[torch.Tensor] = []
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        rows = torch.arange(positions.shape[0], device=positions.device)
 
         def keep(_module, _inputs, output):
             hidden = output[0] if isinstance(output, tuple) else output
@@ -82,16 +85,29 @@ class LogitLens:
 
         handles = [layer.register_forward_hook(keep) for layer in self.layers]
         try:
-            self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1)
+            yield captured
         finally:
             for handle in handles:
                 handle.remove()
+
+    def residuals(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  positions: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """[layers, batch, hidden]: each layer's output at `positions` (one per row)."""
+        with self.capture(positions) as captured:
+            self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1)
         return torch.stack(captured)
 
     def logits(self, residuals: torch.Tensor) -> torch.Tensor:
-        """Final norm, then the output head, applied to every layer's residual separately."""
+        """Final norm, then the output head, applied to every layer's residual separately
+        (at the head's own precision, also inside a bf16 autocast)."""
         weight = self.head.weight
-        return self.head(self.norm(residuals.to(weight.dtype))).float()
+        with torch.autocast(weight.device.type, enabled=False):
+            return self.head(self.norm(residuals.to(weight.dtype))).float()
+
+    def hits(self, residuals: torch.Tensor, gold: torch.Tensor, top_k: int) -> torch.Tensor:
+        """[layers, batch] bool: the gold first token among each layer's top-k."""
+        top = self.logits(residuals).topk(top_k, dim=-1).indices  # [layers, batch, k]
+        return (top == gold.to(top.device)[None, :, None]).any(-1)
 
 
 def prompt_batch(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example]):
@@ -120,9 +136,6 @@ def lens_hits(
                 tokenizer, examples[start : start + batch_size]
             )
             device = model.device
-            logits = lens.logits(lens.residuals(ids.to(device), mask.to(device),
-                                                positions.to(device)))  # fmt: skip
-            top = logits.topk(top_k, dim=-1).indices  # [layers, batch, k]
-            found = (top == gold.to(device)[None, :, None]).any(-1)  # [layers, batch]
-            hits += found.T.tolist()
+            residuals = lens.residuals(ids.to(device), mask.to(device), positions.to(device))
+            hits += lens.hits(residuals, gold, top_k).T.tolist()
     return LensResult(hits, top_k)
