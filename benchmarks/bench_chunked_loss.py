@@ -32,7 +32,7 @@ def workload(data_dir: str, examples: int, label: str) -> None:
     from factmem.config import StopRule, TrainingConfig
     from factmem.data.registry import load_examples
     from factmem.models import load_model, load_tokenizer, resolve_model
-    from factmem.training import train_stage
+    from factmem.training import StagePlan, train_stage
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
@@ -41,8 +41,8 @@ def workload(data_dir: str, examples: int, label: str) -> None:
     cfg = TrainingConfig(batch_size=examples, checkpoint_every_epochs=0, **VARIANTS[label])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        out = train_stage(model, tokenizer, data, cfg, StopRule(epochs=2), Path(work), seed=0,
-                          progress=False)  # fmt: skip
+        plan = StagePlan(data, cfg, StopRule(epochs=2), Path(work), seed=0)
+        out = train_stage(model, tokenizer, plan, progress=False)
     seconds = time.perf_counter() - start
     status = Path("/proc/self/status").read_text().splitlines()
     peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))

@@ -16,6 +16,7 @@ dtype: the step time if a step cost its matrix products and nothing else.
 
     .venv/bin/python benchmarks/bench_step_profile.py                      # kvr, bf16 auto
     .venv/bin/python benchmarks/bench_step_profile.py --scenario mixed
+    .venv/bin/python benchmarks/bench_step_profile.py --scenario mixed --repeat 3 --no-profile
     .venv/bin/python benchmarks/bench_step_profile.py --bf16 false         # the fp32 path
                                                  # (what CPUs without AVX-512 BF16 run)
 """
@@ -72,7 +73,7 @@ def train(variant: str, data, tokenizer, path: str, epochs: int, bf16: bool, wor
     """Seconds of one stage's training (the model loaded outside the timing)."""
     from factmem.config import StopRule, TrainingConfig
     from factmem.models import load_model
-    from factmem.training import train_stage
+    from factmem.training import StagePlan, train_stage
 
     model = load_model(path, tokenizer)
     if variant == "naive":
@@ -89,8 +90,8 @@ def train(variant: str, data, tokenizer, path: str, epochs: int, bf16: bool, wor
             original(self, *args, **kwargs)
 
         training._StageTrainer.__init__ = with_callbacks
-    out = train_stage(model, tokenizer, data, cfg, StopRule(epochs=epochs), work, seed=0,
-                      progress=False)  # fmt: skip
+    plan = StagePlan(data, cfg, StopRule(epochs=epochs), work, seed=0)
+    out = train_stage(model, tokenizer, plan, progress=False)
     if out.attention:
         print(f"kernels: {out.attention}", file=sys.stderr)
     return out.wall_time_s
@@ -255,26 +256,40 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m", help="a config's model name")
     parser.add_argument("--no-profile", action="store_true",
                         help="time the stages only (no torch.profiler pass; always on a GPU)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time every variant this many times, alternating (runs of one "
+                        "variant differ by up to ~20%% here); the table shows the median")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    rows = {}
-    for name in args.variants:
-        env = dict(os.environ)
-        command = [sys.executable, __file__, "--worker", name, "--scenario", args.scenario,
-                   "--facts", str(args.facts), "--epochs", str(args.epochs), "--bf16", args.bf16,
-                   "--model", args.model, *(["--no-profile"] if args.no_profile else [])]
-        out = subprocess.run(command, env=env | VARIANTS[name][0], capture_output=True,
-                             text=True)  # fmt: skip
-        if out.returncode:
-            sys.exit(f"variant {name} failed:\n{out.stderr[-3000:]}")
-        kernels = [line for line in out.stderr.splitlines() if line.startswith("kernels:")]
-        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        if kernels:
-            rows[name]["kernels"] = kernels[0].removeprefix("kernels: ")
-        print(name, json.dumps(rows[name]), flush=True)
+    rows: dict[str, dict] = {}
+    for round_ in range(args.repeat):  # alternating: a slow spell of the machine hits all
+        for name in args.variants:
+            profile_it = not args.no_profile and round_ == 0
+            command = [sys.executable, __file__, "--worker", name, "--scenario", args.scenario,
+                       "--facts", str(args.facts), "--epochs", str(args.epochs),
+                       "--bf16", args.bf16, "--model", args.model,
+                       *([] if profile_it else ["--no-profile"])]  # fmt: skip
+            out = subprocess.run(command, env=dict(os.environ) | VARIANTS[name][0],
+                                 capture_output=True, text=True)  # fmt: skip
+            if out.returncode:
+                sys.exit(f"variant {name} failed:\n{out.stderr[-3000:]}")
+            kernels = [line for line in out.stderr.splitlines() if line.startswith("kernels:")]
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            if kernels:
+                row["kernels"] = kernels[0].removeprefix("kernels: ")
+            print(name, json.dumps(row), flush=True)
+            if name not in rows:
+                rows[name] = row | {"tokens_per_s_runs": []}
+            rows[name]["tokens_per_s_runs"].append(row["tokens_per_s"])
+    for row in rows.values():  # the median run stands for the variant
+        runs = sorted(row["tokens_per_s_runs"])
+        row["tokens_per_s"] = runs[len(runs) // 2] if len(runs) % 2 else round(
+            (runs[len(runs) // 2 - 1] + runs[len(runs) // 2]) / 2, 1)
+        row["s_per_step"] = round(row["s_per_step"] * row["tokens_per_s_runs"][0]
+                                  / row["tokens_per_s"], 3)  # fmt: skip
     base = rows.get("naive", {}).get("tokens_per_s")
     before = rows.get("before", {}).get("tokens_per_s")
     vs = lambda r, ref: f"{r['tokens_per_s'] / ref:.2f}x" if ref else "-"  # noqa: E731

@@ -30,7 +30,7 @@ from factmem.data.example import encode_example, format_example
 from factmem.data.factoid import key_value_recall
 from factmem.mixing import build_mixing
 from factmem.models import load_model, load_tokenizer, resolve_model
-from factmem.training import train_stage
+from factmem.training import StagePlan, train_stage
 
 
 def naive(path, tokenizer, examples, epochs, work) -> float:
@@ -64,9 +64,8 @@ def naive(path, tokenizer, examples, epochs, work) -> float:
 def ours(path, tokenizer, examples, epochs, work, **overrides) -> float:
     model = load_model(path, tokenizer)
     cfg = TrainingConfig(learning_rate=3e-4, checkpoint_every_epochs=0, **overrides)
-    out = train_stage(
-        model, tokenizer, examples, cfg, StopRule(epochs=epochs), work, seed=0, progress=False
-    )
+    plan = StagePlan(examples, cfg, StopRule(epochs=epochs), work, seed=0)
+    out = train_stage(model, tokenizer, plan, progress=False)
     return out.wall_time_s
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from factmem.analysis import run_gradients, run_lens
 from factmem.atomic import write_text_atomic
-from factmem.report import _retention_curves, collect_runs
+from factmem.report import collect_runs
+from factmem.report.figures import _retention_curves
 
 LENS_STRATEGIES = {"No Mixing": "no-mixing", "Random/Generic": "random_generic"}
 EPOCHS = (0, 1, 2, 4, 6, 10)  # curve points in the table (stage-2 epochs)

@@ -13,15 +13,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from factmem.regime_map import MAP_TITLE
-from factmem.report import CURVE_TITLE, LOSS_TITLE
+from factmem.report import table_title
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSUS = "Paper vs ours: D_A after stage 2 (%)"
-PAIRED = "D_A after the last stage: each strategy minus No Mixing, fact by fact"
-SEEDS = "The same, seed by seed (D_A after the last stage, %)"
-REPLAY = "Replay: D_A after the last stage, replayed facts apart from the rest"
-CURVES, LOSS = CURVE_TITLE, LOSS_TITLE  # the report's own section titles
+# the report's own section titles, from its registry of tables
+VERSUS, PAIRED, SEEDS, REPLAY, CURVES, LOSS, MAP_TITLE = map(table_title, (
+    "paper_vs_ours", "paired", "paired_by_seed", "replay", "curves", "last_loss", "regime_map"))
 TITLES = {
     VERSUS: "**Paper vs ours** (D_A after stage 2, %)",
     PAIRED: "**Each strategy minus No Mixing, fact by fact** (D_A after stage 2)",

@@ -44,7 +44,7 @@ def partly_trained(tiny_model_dir, tmp_path_factory):
     from factmem.config import StopRule, TrainingConfig
     from factmem.data.factoid import key_value_recall
     from factmem.models import load_model, load_tokenizer
-    from factmem.training import train_stage
+    from factmem.training import StagePlan, train_stage
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir), tokenizer)
@@ -56,11 +56,13 @@ def partly_trained(tiny_model_dir, tmp_path_factory):
     train_stage(
         model,
         tokenizer,
-        examples,
-        cfg,
-        StopRule(epochs=30),
-        tmp_path_factory.mktemp("pt") / "work",
-        seed=0,
+        StagePlan(
+            examples,
+            cfg,
+            StopRule(epochs=30),
+            tmp_path_factory.mktemp("pt") / "work",
+            seed=0,
+        ),
     )
     return model, tokenizer, examples
 

@@ -11,7 +11,7 @@ from factmem.data.factoid import key_value_recall
 from factmem.errors import ConfigError
 from factmem.methods import Plugin
 from factmem.models import load_model, load_tokenizer
-from factmem.training import train_stage
+from factmem.training import StagePlan, train_stage
 
 
 def _model_and_batch(tiny_model_dir, packing):
@@ -58,8 +58,9 @@ def test_a_stage_trains_the_same_with_chunks(tiny_model_dir, tmp_path):
         cfg = TrainingConfig(learning_rate=1e-2, batch_size=4, micro_batch_size=2, bf16=False,
                              checkpoint_every_epochs=0, warmup_ratio=0.0,
                              loss_chunk_tokens=chunk)  # fmt: skip
-        out = train_stage(model, tokenizer, key_value_recall(10, 0), cfg, StopRule(epochs=2),
-                          tmp_path / f"w{chunk}", seed=1)  # fmt: skip
+        plan = StagePlan(key_value_recall(10, 0), cfg, StopRule(epochs=2), tmp_path / f"w{chunk}",
+                         seed=1)  # fmt: skip
+        out = train_stage(model, tokenizer, plan)
         curves[chunk] = torch.tensor([h["loss"] for h in out.loss_curve])
     assert len(curves[4]) == 6 and torch.allclose(curves[4], curves[None], rtol=1e-4)
 
@@ -69,5 +70,5 @@ def test_refused_with_a_regularizer(tiny_model_dir, tmp_path):
     model = load_model(str(tiny_model_dir), tokenizer)
     cfg = TrainingConfig(batch_size=4, bf16=False, loss_chunk_tokens=8)
     with pytest.raises(ConfigError, match="loss_chunk_tokens does not combine"):
-        train_stage(model, tokenizer, key_value_recall(4, 0), cfg, StopRule(epochs=1),
-                    tmp_path / "w", seed=0, plugins=[Plugin()])  # fmt: skip
+        train_stage(model, tokenizer, StagePlan(key_value_recall(4, 0), cfg, StopRule(epochs=1),
+                                                tmp_path / "w", seed=0, plugins=[Plugin()]))

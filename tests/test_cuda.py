@@ -17,7 +17,7 @@ from factmem.lens import lens_hits
 from factmem.models import load_model, load_tokenizer
 from factmem.pipeline import run_experiment
 from factmem.testing import tiny_config_data
-from factmem.training import train_stage
+from factmem.training import StagePlan, train_stage
 
 pytestmark = pytest.mark.cuda
 
@@ -31,9 +31,9 @@ def test_a_stage_trains_on_the_gpu_in_bf16_and_records_it(tiny_model_dir, tmp_pa
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir), tokenizer)
     cfg = TrainingConfig(learning_rate=1e-2, batch_size=8, checkpoint_every_epochs=0)
-    out = train_stage(model, tokenizer, key_value_recall(16, seed=1, key_length=4,
-                                                         value_length=3),
-                      cfg, StopRule(epochs=10), tmp_path / "w", seed=0)  # fmt: skip
+    facts = key_value_recall(16, seed=1, key_length=4, value_length=3)
+    out = train_stage(model, tokenizer, StagePlan(facts, cfg, StopRule(epochs=10), tmp_path / "w",
+                                                  seed=0))  # fmt: skip
     assert out.device.startswith("cuda") and out.device.endswith("bf16"), out.device
     assert out.loss_curve[-1]["loss"] < out.loss_curve[0]["loss"]
     assert {p.device.type for p in model.parameters()} == {"cuda"}

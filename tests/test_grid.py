@@ -80,8 +80,9 @@ def _count_trainings(monkeypatch):
     trained: list[str] = []
     real = pipeline.train_stage
 
-    def counting(model, tokenizer, examples, cfg, stop, work_dir, *a, **k):
-        outcome = real(model, tokenizer, examples, cfg, stop, work_dir, *a, **k)
+    def counting(model, tokenizer, plan, *a, **k):
+        outcome = real(model, tokenizer, plan, *a, **k)
+        work_dir = plan.work_dir
         trained.append(str(work_dir.parent.relative_to(work_dir.parents[2])))
         return outcome
 
@@ -131,7 +132,7 @@ def test_killed_grid_resumes_to_the_uninterrupted_results(tiny_model_dir, tmp_pa
         if calls["n"] == 7:  # run 1 finished, run 2's stage 1 done, its stage 2 after epoch 1
             raise Killed
 
-    monkeypatch.setattr(training._StopRuleCallback, "on_save", kill_at_the_seventh_checkpoint,
+    monkeypatch.setattr(training.StopRuleCallback, "on_save", kill_at_the_seventh_checkpoint,
                         raising=False)  # fmt: skip
     grid = load_grid(_grid_file(tmp_path / "killed", tiny_model_dir))
     with pytest.raises(Killed):

@@ -17,7 +17,7 @@ from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.data.factoid import key_value_recall
 from factmem.errors import ConfigError
 from factmem.models import load_model, load_tokenizer
-from factmem.training import train_stage
+from factmem.training import StagePlan, train_stage
 
 FAST = dict(learning_rate=1e-2, batch_size=4, bf16=False, checkpoint_every_epochs=0,
             warmup_ratio=0.0)  # fmt: skip
@@ -144,10 +144,10 @@ def test_a_stage_records_its_kernels_and_scores_with_the_models_own(
         finally:
             m.train()
 
-    out = train_stage(model, tokenizer, key_value_recall(10, 0),
-                      TrainingConfig(**FAST, attention=setting), StopRule(epochs=2),
-                      tmp_path / "w", seed=0, probe=probe_in_eval,
-                      probe_every_steps=1)  # fmt: skip
+    plan = StagePlan(key_value_recall(10, 0), TrainingConfig(**FAST, attention=setting),
+                     StopRule(epochs=2), tmp_path / "w", seed=0, probe=probe_in_eval,
+                     probe_every_steps=1)  # fmt: skip
+    out = train_stage(model, tokenizer, plan)
     assert out.attention == {"eager": out.steps}  # one micro-batch a step here
     assert set(seen_in_training) == {"eager"} and seen_when_scoring
     assert set(seen_when_scoring) == {"sdpa"}  # probes between batches: the model's own

@@ -168,3 +168,10 @@ def test_every_method_a_config_can_name_is_registered_in_the_order_it_acts(tiny_
                      regularizer={"method": "ewc", "strength": 0.1})  # fmt: skip
     assert method_labels(config.stages[1]) == ["LoRA r4", "EWC 0.1", "WiSE 0.5"]
     assert method_labels(config.stages[0]) == []
+    # each method alone is seen through StageConfig.METHOD_FIELDS (the report's torch-free
+    # check before it asks for labels)
+    for fields in ({"lora": {"r": 4}}, {"weight_average": 0.5},
+                   *({"regularizer": {"method": m, "strength": 0.1}} for m in named)):
+        stage = _config(tiny_model_dir, tmp_path, **fields).stages[1]
+        assert method_labels(stage) and any(getattr(stage, name) is not None
+                                            for name in stage.METHOD_FIELDS)  # fmt: skip

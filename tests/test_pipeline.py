@@ -61,7 +61,7 @@ def test_resume_after_kill_gives_the_same_results(tiny_model_dir, tmp_path, monk
         if "stage2" in args.output_dir:  # die right after stage 2's first checkpoint
             raise Killed
 
-    monkeypatch.setattr(training._StopRuleCallback, "on_save", kill_in_stage2, raising=False)
+    monkeypatch.setattr(training.StopRuleCallback, "on_save", kill_in_stage2, raising=False)
     config = _config(tiny_model_dir, tmp_path / "killed")
     with pytest.raises(Killed):
         run_experiment(config, progress=False)
@@ -154,7 +154,8 @@ def test_runs_share_a_stage_with_the_same_fingerprint(tiny_model_dir, tmp_path, 
     monkeypatch.setattr(
         pipeline,
         "train_stage",
-        lambda m, t, ex, *a, **k: trained.append(len(ex)) or real_train(m, t, ex, *a, **k),
+        lambda m, t, plan, *a, **k: trained.append(len(plan.examples))
+        or real_train(m, t, plan, *a, **k),
     )
     replay = _config(tiny_model_dir, tmp_path, name="replay").model_dump()
     replay["stages"][1]["replay"] = {"fraction": 0.5}

@@ -10,7 +10,7 @@ from factmem.config import StopRule, TrainingConfig
 from factmem.data.factoid import key_value_recall
 from factmem.errors import ConfigError
 from factmem.models import compute_device, load_model, load_tokenizer
-from factmem.training import train_stage
+from factmem.training import StagePlan, train_stage
 
 FAST = dict(
     learning_rate=1e-2, batch_size=4, bf16=False, checkpoint_every_epochs=0, warmup_ratio=0.0
@@ -27,11 +27,13 @@ def test_fixed_epochs(tiny_model_dir, tmp_path):
     out = train_stage(
         model,
         tokenizer,
-        key_value_recall(10, 0),
-        TrainingConfig(**FAST),
-        StopRule(epochs=3),
-        tmp_path / "w",
-        seed=0,
+        StagePlan(
+            key_value_recall(10, 0),
+            TrainingConfig(**FAST),
+            StopRule(epochs=3),
+            tmp_path / "w",
+            seed=0,
+        ),
     )
     assert out.epochs == 3 and out.steps == 3 * math.ceil(10 / 4)
     assert out.rule_met and len(out.loss_curve) == out.steps
@@ -62,11 +64,13 @@ def test_loss_below_stops_after_patience_steps(tiny_model_dir, tmp_path):
     out = train_stage(
         model,
         tokenizer,
-        key_value_recall(4, 0, key_length=2, value_length=2),
-        TrainingConfig(**FAST),
-        rule,
-        tmp_path / "w",
-        seed=0,
+        StagePlan(
+            key_value_recall(4, 0, key_length=2, value_length=2),
+            TrainingConfig(**FAST),
+            rule,
+            tmp_path / "w",
+            seed=0,
+        ),
     )
     assert out.rule_met and out.epochs < 200
     below = [h for h in out.loss_curve if h["loss"] < 0.5]
@@ -83,12 +87,14 @@ def test_loss_below_per_epoch(tiny_model_dir, tmp_path, measure):
     out = train_stage(
         model,
         tokenizer,
-        examples,
-        TrainingConfig(**FAST),
-        rule,
-        tmp_path / "w",
-        seed=0,
-        epoch_check=lambda m: mean_response_loss(m, tokenizer, examples),
+        StagePlan(
+            examples,
+            TrainingConfig(**FAST),
+            rule,
+            tmp_path / "w",
+            seed=0,
+            epoch_check=lambda m: mean_response_loss(m, tokenizer, examples),
+        ),
     )
     key = f"check_{measure}_loss"
     checks = [c[key] for c in out.epoch_checks]
@@ -108,12 +114,14 @@ def test_exact_match_rule_and_cap(tiny_model_dir, tmp_path):
     out = train_stage(
         model,
         tokenizer,
-        examples,
-        TrainingConfig(**FAST),
-        StopRule(exact_match_at_least=1.0, max_epochs=100),
-        tmp_path / "w",
-        0,
-        em,
+        StagePlan(
+            examples,
+            TrainingConfig(**FAST),
+            StopRule(exact_match_at_least=1.0, max_epochs=100),
+            tmp_path / "w",
+            0,
+            em,
+        ),
     )
     assert out.rule_met and out.epoch_checks[-1]["check_exact_match"] == 1.0
     assert em(model) == 1.0
@@ -121,11 +129,13 @@ def test_exact_match_rule_and_cap(tiny_model_dir, tmp_path):
     capped = train_stage(
         model,
         tokenizer,
-        examples,
-        TrainingConfig(**FAST),
-        StopRule(loss_below=1e-12, max_epochs=2),
-        tmp_path / "w2",
-        0,
+        StagePlan(
+            examples,
+            TrainingConfig(**FAST),
+            StopRule(loss_below=1e-12, max_epochs=2),
+            tmp_path / "w2",
+            0,
+        ),
     )
     assert not capped.rule_met and capped.epochs == 2 and "reached without" in capped.stop_reason
 
@@ -137,11 +147,13 @@ def test_same_seed_same_training(tiny_model_dir, tmp_path):
         out = train_stage(
             model,
             tokenizer,
-            key_value_recall(12, 0),
-            TrainingConfig(**FAST),
-            StopRule(epochs=2),
-            tmp_path / f"w{run}",
-            seed=7,
+            StagePlan(
+                key_value_recall(12, 0),
+                TrainingConfig(**FAST),
+                StopRule(epochs=2),
+                tmp_path / f"w{run}",
+                seed=7,
+            ),
         )
         curves.append([h["loss"] for h in out.loss_curve])
         weights.append(model.model.layers[0].mlp.up_proj.weight.detach().clone())
@@ -156,8 +168,8 @@ def test_a_model_trained_in_bf16_is_scored_at_the_precision_asked_for(tiny_model
 
     model, tokenizer = _fresh(tiny_model_dir)
     cfg = TrainingConfig(**{**FAST, "bf16": True})
-    train_stage(model, tokenizer, key_value_recall(8, 0), cfg, StopRule(epochs=1), tmp_path / "w",
-                seed=0)  # fmt: skip
+    train_stage(model, tokenizer, StagePlan(key_value_recall(8, 0), cfg, StopRule(epochs=1),
+                                            tmp_path / "w", seed=0))  # fmt: skip
     assert "_original_forward" not in model.__dict__
     fresh = load_model(str(tiny_model_dir), tokenizer)
     fresh.load_state_dict(model.state_dict())
@@ -195,10 +207,11 @@ def test_scoring_during_bf16_training_is_fp32(tiny_model_dir):
 def test_memory_trim_after_every_step_changes_nothing_trained(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    import factmem.training as training
+    import factmem.stage_callbacks as stage_callbacks
 
     calls = []
-    monkeypatch.setattr(training, "release_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(stage_callbacks, "release_freed_memory",
+                        lambda: calls.append(1) or True)  # fmt: skip
     curves = {}
     for trim in (True, False):
         calls.clear()
@@ -206,11 +219,13 @@ def test_memory_trim_after_every_step_changes_nothing_trained(
         out = train_stage(
             model,
             tokenizer,
-            key_value_recall(10, 0),
-            TrainingConfig(**FAST, trim_memory=trim, micro_batch_size=2),
-            StopRule(epochs=2),
-            tmp_path / f"w{trim}",
-            seed=3,
+            StagePlan(
+                key_value_recall(10, 0),
+                TrainingConfig(**FAST, trim_memory=trim, micro_batch_size=2),
+                StopRule(epochs=2),
+                tmp_path / f"w{trim}",
+                seed=3,
+            ),
         )
         # after every micro-batch: 2 epochs of batches of 4, 4 and 2 examples, in twos
         assert len(calls) == (2 * (2 + 2 + 1) if trim else 0)

@@ -28,7 +28,6 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
@@ -45,34 +44,9 @@ from transformers import (
 from factmem.batching import pad_rows
 from factmem.data.example import Example, encode_prompt, encode_response
 from factmem.models import accepts_logits_to_keep
-from factmem.records import FACT_SCORE_FIELDS
+from factmem.records import Prediction  # noqa: F401  (written here, typed in records)
 
 MatchMode = Literal["equal", "contains"]
-
-
-@dataclass
-class Prediction:
-    """One scored example, as written to predictions.jsonl."""
-
-    prompt: str
-    gold: str
-    answers: list[str]
-    output: str
-    correct: bool
-    method: Literal["teacher_forced", "generated"]
-    output_cut: bool = False  # generation stopped once the verdict was final: a prefix
-    # fact scores (factmem.fact_scores; evaluation.fact_scores): None when not computed
-    contains: bool | None = None
-    gold_logprob: float | None = None
-    first_token_rank: int | None = None
-    lens_first_layer: int | None = None
-
-    def to_json(self) -> dict:
-        row = asdict(self)
-        if self.first_token_rank is None:  # not computed: rows as before fact scores
-            for name in FACT_SCORE_FIELDS:
-                del row[name]
-        return row
 
 
 def normalize(text: str) -> str:
@@ -294,10 +268,12 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
 
 
 def _prefix_cache(model: PreTrainedModel, prefix: list[int]) -> Any:
-    """The key/value cache of one prompt prefix (batch 1), to copy into each batch."""
+    """The key/value cache of one prompt prefix (batch 1), to copy into each batch; None for
+    a model whose cache cannot be repeated per row (its prompts are then encoded whole)."""
     ids = torch.tensor([prefix], device=model.device)
     kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-    return model(input_ids=ids, use_cache=True, **kwargs).past_key_values
+    cache = model(input_ids=ids, use_cache=True, **kwargs).past_key_values
+    return cache if hasattr(cache, "batch_repeat_interleave") else None
 
 
 def greedy_generate(
@@ -351,6 +327,7 @@ def greedy_generate_with_stops(
     try:
         with eval_mode(model, bf16):
             prefix_cache = _prefix_cache(model, encoded[0][:shared]) if shared else None
+            shared = shared if prefix_cache is not None else 0
             for batch in tqdm(
                 list(_batches(order, batch_size)),
                 desc="exact match (generate)",

@@ -1,4 +1,5 @@
-"""The run folder: every path and file name of a run, built here and nowhere else.
+"""The run folder: every path and file name of a run, built here and nowhere else, and the
+file mechanics of a stage folder (forgetting a damaged stage, taking a shared one).
 
     <output_dir>/                      a runs root or a grid folder
       .locks/<fingerprint>.lock        one process at a time per stage (pipeline)
@@ -24,8 +25,12 @@ Stage numbers are 1-based here, as users read them; configs index stages from 0.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from factmem.atomic import write_dir_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,39 @@ class StageFolder:
             if shared and Path(shared).is_dir():
                 return StageFolder(Path(shared))
         return self
+
+    def forget(self) -> None:
+        """Remove the stage's results (records, model, predictions) so that it is redone; its
+        fingerprint and resumable checkpoints stay. The model goes link by link: a shared
+        stage's files are hard links, and the run it was shared from checks its own copy
+        when it next reuses it."""
+        for record in (self.record, self.training):
+            record.unlink(missing_ok=True)
+        shutil.rmtree(self.model, ignore_errors=True)
+        shutil.rmtree(self.predictions_dir, ignore_errors=True)
+
+    def take_shared(self, source: StageFolder) -> None:
+        """Take a finished stage of the same fingerprint from another run: its model as hard
+        links (copies across file systems), its training set, its fingerprint and its
+        training record, which names where the stage was trained."""
+        from factmem.records import StageOutcome  # records import nothing of the layout
+
+        def link_or_copy(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        def fill(tmp: Path) -> None:
+            shutil.copytree(source.model, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
+
+        write_dir_atomic(self.model, fill)
+        shutil.rmtree(self.trainer, ignore_errors=True)  # an interrupted own attempt
+        shutil.copy2(source.data, self.data)
+        outcome = StageOutcome.read(source.training)
+        outcome.shared_from = outcome.shared_from or str(source.path)  # where it was trained
+        outcome.write(self.training)
+        write_text_atomic(self.fingerprint, source.fingerprint.read_text())
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ last trainer checkpoint. A run directory made by a different config is refused, 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -53,7 +52,7 @@ from factmem.records import (
     file_digest,
     replayed_fact_keys,
 )
-from factmem.training import train_stage
+from factmem.training import StagePlan, train_stage
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +254,7 @@ def _finished_record(stage: Stage) -> StageRecord | None:
         return StageRecord.read(stage.folder.record)
     log.warning("stage %d: %s; doing the stage again", stage.number, problem)
     if is_main():
-        _forget_stage(stage.folder)
+        stage.folder.forget()
     barrier()
     return None
 
@@ -350,13 +349,13 @@ def _trained_model(stage: Stage, start_model: str, tokenizer, progress) -> tuple
             return load_model(str(folder.model), tokenizer), StageOutcome.read(folder.training)
         log.warning("stage %d: %s; training the stage again", stage.number, problem)
         if is_main():
-            _forget_stage(folder)
+            folder.forget()
         barrier()
     shared = _shared_stage(folder, stage.fingerprint) if stage.config.share_stages else None
     if shared is not None:
         log.info("stage %d: same fingerprint as %s, reusing its model", stage.number, shared.path)
         if is_main():
-            _copy_stage(shared, folder)
+            folder.take_shared(shared)
         barrier()
         return load_model(str(folder.model), tokenizer), StageOutcome.read(folder.training)
     if is_main():
@@ -398,10 +397,11 @@ def _train(stage: Stage, start_model: str, tokenizer, progress) -> tuple[Any, St
     log.info("stage %d: training on %d examples (%s)", stage.number, len(train_set),
              ", ".join(f"{k} {v}" for k, v in mixture_stats["tokens"].items()) + " tokens"
              )  # fmt: skip
-    outcome = train_stage(model, tokenizer, train_set, config.stage_training(stage.index),
-                          settings.stop, folder.trainer, config.seed, epoch_check, progress,
-                          _curve_probe(config, stage.index, stage.sets, tokenizer),
-                          evaluation.curve_every_steps, plugins)  # fmt: skip
+    plan = StagePlan(train_set, config.stage_training(stage.index), settings.stop,
+                     folder.trainer, config.seed, epoch_check=epoch_check,
+                     probe=_curve_probe(config, stage.index, stage.sets, tokenizer),
+                     probe_every_steps=evaluation.curve_every_steps, plugins=plugins)
+    outcome = train_stage(model, tokenizer, plan, progress)
     for method in methods:  # e.g. LoRA merges (keeping its adapter), WiSE-FT averages
         model = method.after_training(model)
     outcome.mixture = mixture_stats
@@ -459,37 +459,6 @@ def _shared_stage(stage_dir: StageFolder, fingerprint: str) -> StageFolder | Non
                 return candidate
             log.warning("not reusing %s: %s", candidate.path, problem)
     return None
-
-
-def _forget_stage(stage_dir: StageFolder) -> None:
-    """Remove a stage's damaged results (its fingerprint and resumable checkpoints stay).
-    The model is removed link by link: a shared stage's files are hard links, and the run
-    it was shared from checks its own copy when it next reuses it."""
-    for record in (stage_dir.record, stage_dir.training):
-        record.unlink(missing_ok=True)
-    shutil.rmtree(stage_dir.model, ignore_errors=True)
-    shutil.rmtree(stage_dir.predictions_dir, ignore_errors=True)
-
-
-def _copy_stage(source: StageFolder, stage_dir: StageFolder) -> None:
-    """Hard-link (or copy) a finished stage's model and training record into this run."""
-
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    def fill(tmp: Path) -> None:
-        shutil.copytree(source.model, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
-
-    write_dir_atomic(stage_dir.model, fill)
-    shutil.rmtree(stage_dir.trainer, ignore_errors=True)  # an interrupted own attempt
-    shutil.copy2(source.data, stage_dir.data)
-    outcome = StageOutcome.read(source.training)
-    outcome.shared_from = outcome.shared_from or str(source.path)  # where it was trained
-    outcome.write(stage_dir.training)
-    write_text_atomic(stage_dir.fingerprint, source.fingerprint.read_text())
 
 
 def _tokens_by_kind(tokenizer, examples: list[Example]) -> dict[str, int]:

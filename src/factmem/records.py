@@ -2,6 +2,7 @@
 grid, archive, analysis, tests):
 
     stage<k>/training.json   StageOutcome   how the stage was trained (or where it was shared from)
+    stage<k>/predictions/    Prediction     one row per scored fact (read_predictions)
     stage<k>/stage.json      StageRecord    the finished stage: outcome + exact match per set
     results.json             RunResults     every finished stage's record + the accuracy matrix
 
@@ -16,7 +17,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from factmem.atomic import write_json_atomic
 from factmem.errors import FactmemError
@@ -25,6 +26,32 @@ from factmem.errors import FactmemError
 # (factmem.fact_scores); the archive keeps them, weight- and text-free.
 FACT_SCORE_FIELDS = ("contains", "gold_logprob", "first_token_rank", "lens_first_layer")
 FACT_STATUSES = ("kept", "hidden", "lost")
+
+
+@dataclass
+class Prediction:
+    """One scored example, as the pipeline writes it to predictions/<set>.jsonl (evaluation
+    makes it; an archive keeps `key` instead of prompt and output: read_predictions)."""
+
+    prompt: str
+    gold: str
+    answers: list[str]
+    output: str
+    correct: bool
+    method: Literal["teacher_forced", "generated"]
+    output_cut: bool = False  # generation stopped once the verdict was final: a prefix
+    # fact scores (factmem.fact_scores; evaluation.fact_scores): None when not computed
+    contains: bool | None = None
+    gold_logprob: float | None = None
+    first_token_rank: int | None = None
+    lens_first_layer: int | None = None
+
+    def to_json(self) -> dict:
+        row = asdict(self)
+        if self.first_token_rank is None:  # not computed: rows as before fact scores
+            for name in FACT_SCORE_FIELDS:
+                del row[name]
+        return row
 
 
 def fact_status(row: dict) -> str | None:

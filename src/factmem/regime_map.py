@@ -146,7 +146,7 @@ def heat_map(rows: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from factmem.report import _save  # one savefig routine for every figure (atomic)
+    from factmem.report.figures import save_figure  # one savefig routine (atomic)
 
     pairs = list(dict.fromkeys(rows["pair"]))
     facts = sorted(rows["facts"].unique(), reverse=True)
@@ -184,4 +184,4 @@ def heat_map(rows: pd.DataFrame, path: Path) -> Path:
     fig.colorbar(image, ax=axes[0][-1], label="D_A after stage 2 (%)")
     fig.suptitle("No Mixing; red frame: the chosen point; cross: rejected by the rule; "
                  "s1: D_A after stage 1", fontsize=8)  # fmt: skip
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -9,12 +9,8 @@ is rounded to 4 decimals, too coarse for a 1e-4 threshold), and the stop rules.
 from __future__ import annotations
 
 import copy
-import ctypes
 import dataclasses
-import functools
-import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,13 +21,12 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from factmem.atomic import crash_point, write_json_atomic
+from factmem.atomic import crash_point
 from factmem.batching import make_collator
 from factmem.chunked_loss import chunked_answer_loss
 from factmem.config import StopRule, TrainingConfig
@@ -47,6 +42,18 @@ from factmem.sharding import (
     cpu_fsdp_plugin,
     fsdp_launch,
     gathered_state_dict,
+)
+from factmem.stage_callbacks import (  # noqa: F401  (some kept importable from here)
+    TRAIN_TIME_FILE,
+    CheckpointCallback,
+    LossInProgressBar,
+    ProbeCallback,
+    StopRuleCallback,
+    TrainTimeCallback,
+    TrimMemoryCallback,
+    release_freed_memory,
+    train_time_before,
+    trims_memory,
 )
 
 log = logging.getLogger(__name__)
@@ -207,163 +214,6 @@ def last_whole_checkpoint(work_dir: Path) -> str | None:
     return None
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has none (musl, macOS, Windows)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-
-
-def release_freed_memory() -> bool:
-    """Hand the memory malloc keeps after frees back to the OS; True if any was released.
-
-    Written by hand because neither torch nor transformers offers it: on the CPU, torch
-    allocates tensors with malloc, and glibc raises its mmap threshold after large frees, so
-    when batch lengths vary from step to step freed activations stay in the process and RSS
-    grows by GBs a stage (BENCHMARKS.md). One trim per micro-batch returns them, without
-    `MALLOC_TRIM_THRESHOLD_=0`'s cost of trimming on every free.
-    """
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False
-
-
-def trims_memory(setting: str | bool) -> bool:
-    """`training.trim_memory` resolved: auto trims when training runs on the CPU."""
-    if setting == "auto":
-        return not torch.cuda.is_available() and _malloc_trim() is not None
-    if setting and _malloc_trim() is None:
-        log.warning("training.trim_memory: this C library has no malloc_trim; nothing trimmed")
-    return bool(setting)
-
-
-class _TrimMemoryCallback(TrainerCallback):
-    """Returns freed memory to the OS after every micro-batch (`training.trim_memory`): with
-    gradient accumulation, the micro-batches of one step differ in length too."""
-
-    def on_substep_end(self, args, state, control, **kwargs):
-        release_freed_memory()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        release_freed_memory()
-
-
-TRAIN_TIME_FILE = "factmem_train_time.json"
-
-
-class _TrainTimeCallback(TrainerCallback):
-    """Keeps the stage's training seconds so far in each checkpoint it saves, so that a
-    stage resumed after a kill records its whole training time, not the last process's part
-    (the time between the last checkpoint and the kill was redone, and is counted once)."""
-
-    def __init__(self, before: float):
-        self.before, self.start = before, time.perf_counter()
-
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir() and state.is_world_process_zero:
-            write_json_atomic(folder / TRAIN_TIME_FILE, {"train_time_s": self.seconds()})
-
-
-def _time_before(checkpoint: str | None) -> float:
-    """Training seconds a resumed checkpoint had behind it (0 for a fresh stage)."""
-    file = Path(checkpoint) / TRAIN_TIME_FILE if checkpoint else None
-    if file is None or not file.is_file():
-        return 0.0
-    try:
-        return float(json.loads(file.read_text())["train_time_s"])
-    except (ValueError, KeyError, TypeError):
-        return 0.0  # a checkpoint from before the file existed, or damaged: count from here
-
-
-class _LossInProgressBar(ProgressCallback):
-    """Trainer's progress bar, with the loss shown on the bar instead of a dict printed per step."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.training_bar is not None and logs and "loss" in logs:
-            self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", epoch=f"{state.epoch:.1f}")
-
-
-class _StopRuleCallback(TrainerCallback):
-    """Ends the stage when its stop rule is met; saves resumable checkpoints every N epochs."""
-
-    def __init__(
-        self, rule: StopRule, epoch_check: Callable[[], float] | None, checkpoint_every: int
-    ):
-        self.rule, self.epoch_check, self.checkpoint_every = rule, epoch_check, checkpoint_every
-        self.met = False
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.rule.loss_below is None or self.rule.loss_measure != "steps":
-            return
-        below = sum(
-            1 for h in state.log_history if "loss" in h and h["loss"] < self.rule.loss_below
-        )
-        if below >= self.rule.loss_patience:
-            self.met = control.should_training_stop = True
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        epoch = round(state.epoch or 0)
-        check = self._check(state, epoch)
-        if check is not None:
-            state.log_history.append({"epoch": epoch, "step": state.global_step, **check})
-            log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in check.items()))
-        if self.met:
-            control.should_training_stop = True
-        if self.checkpoint_every and epoch % self.checkpoint_every == 0 and not self.met:
-            control.should_save = True
-        else:
-            control.should_save = False
-
-    def _check(self, state, epoch: int) -> dict | None:
-        rule = self.rule
-        if rule.exact_match_at_least is not None:
-            value = self.epoch_check()
-            self.met = value >= rule.exact_match_at_least
-            return {"check_exact_match": value}
-        if rule.loss_below is not None and rule.loss_measure == "epoch_mean":
-            losses = [
-                h["loss"]
-                for h in state.log_history
-                if "loss" in h and epoch - 1 < h.get("epoch", 0) <= epoch
-            ]
-            value = sum(losses) / len(losses) if losses else math.inf
-            self.met = value < rule.loss_below
-            return {"check_epoch_mean_loss": value}
-        if rule.loss_below is not None and rule.loss_measure == "full_pass":
-            value = self.epoch_check()
-            self.met = value < rule.loss_below
-            return {"check_full_pass_loss": value}
-        return None
-
-
-class _ProbeCallback(TrainerCallback):
-    """Scores `probe(model)` before training and every `every` optimizer steps (forgetting
-    curves). Results go into the trainer's log history, so a resumed stage keeps them."""
-
-    def __init__(self, probe: Callable[[], dict[str, float]], every: int):
-        self.probe, self.every = probe, every
-
-    def _record(self, state) -> None:
-        if any(h.get("step") == state.global_step and "probe" in h for h in state.log_history):
-            return  # a resumed stage: this step was scored before the kill
-        scores = self.probe()
-        state.log_history.append({"step": state.global_step, "epoch": state.epoch or 0.0,
-                                  "probe": scores})  # fmt: skip
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.global_step == 0:
-            self._record(state)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            self._record(state)
-
-
 def training_arguments(
     cfg: TrainingConfig, rule: StopRule, output_dir: Path, seed: int, progress: bool = True
 ) -> TrainingArguments:
@@ -418,26 +268,31 @@ def training_arguments(
         raise ConfigError(f"training: transformers rejects these settings: {err}") from None
 
 
-def train_stage(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: list[Example],
-    cfg: TrainingConfig,
-    rule: StopRule,
-    work_dir: Path,
-    seed: int,
-    epoch_check: Callable[[PreTrainedModel], float] | None = None,
-    progress: bool = True,
-    probe: Callable[[PreTrainedModel], dict[str, float]] | None = None,
-    probe_every_steps: int = 0,
-    plugins: Sequence[Plugin] = (),
-) -> StageOutcome:
-    """Train `model` in place on `examples` until `rule` says stop.
+@dataclasses.dataclass
+class StagePlan:
+    """What one stage trains on, how, until when and where it keeps its checkpoints, and the
+    hooks the pipeline adds: everything train_stage needs besides the model."""
 
-    `epoch_check(model)` is called after each epoch for the exact-match and full-pass rules;
-    `probe(model)` at step 0 and every `probe_every_steps` steps (forgetting curves).
-    A killed stage resumes from the last checkpoint in `work_dir` when called again.
-    """
+    examples: list[Example]
+    training: TrainingConfig
+    stop: StopRule
+    work_dir: Path  # resumable checkpoints; a killed stage resumes from the last one here
+    seed: int
+    # after each epoch, for the exact-match and full-pass rules
+    epoch_check: Callable[[PreTrainedModel], float] | None = None
+    # at step 0 and every probe_every_steps steps (forgetting curves)
+    probe: Callable[[PreTrainedModel], dict[str, float]] | None = None
+    probe_every_steps: int = 0
+    plugins: Sequence[Plugin] = ()  # continual-learning methods' loss terms
+
+
+def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan: StagePlan,
+                progress: bool = True) -> StageOutcome:  # fmt: skip
+    """Train `model` in place on the plan's examples until its stop rule says stop; a killed
+    stage resumes from the last checkpoint in `plan.work_dir` when called again."""
+    examples, cfg, rule, work_dir, seed = (plan.examples, plan.training, plan.stop,
+                                           plan.work_dir, plan.seed)  # fmt: skip
+    epoch_check, probe, plugins = plan.epoch_check, plan.probe, plan.plugins
     encoded = [encode_example(tokenizer, e, cfg.max_length) for e in examples]
     args = training_arguments(cfg, rule, work_dir, seed, progress)
 
@@ -465,27 +320,26 @@ def train_stage(
     attention = AttentionSwitch(trained, cfg.attention,
                                 torch.bfloat16 if args.bf16 else torch.float32)  # fmt: skip
     last = last_whole_checkpoint(work_dir)
-    timer = _TrainTimeCallback(_time_before(last))  # first: its file is in every checkpoint
-    callback = _StopRuleCallback(
-        rule, attention.scoring(lambda: epoch_check(model)) if epoch_check else None,
-        cfg.checkpoint_every_epochs,
+    timer = TrainTimeCallback(train_time_before(last))  # first: its file is in every checkpoint
+    callback = StopRuleCallback(
+        rule, attention.scoring(lambda: epoch_check(model)) if epoch_check else None
     )
     trainer = _StageTrainer(
         model=trained,
         args=args,
         train_dataset=encoded,
         data_collator=make_collator(tokenizer, cfg.packing, trained, cfg.pack_row_tokens),
-        callbacks=[timer, callback]
-        + ([_ProbeCallback(attention.scoring(lambda: probe(model)), probe_every_steps)]
+        callbacks=[timer, callback, CheckpointCallback(cfg.checkpoint_every_epochs, callback)]
+        + ([ProbeCallback(attention.scoring(lambda: probe(model)), plan.probe_every_steps)]
            if probe else [])
-        + ([_TrimMemoryCallback()] if trims_memory(cfg.trim_memory) else []),
+        + ([TrimMemoryCallback()] if trims_memory(cfg.trim_memory) else []),
         plugins=plugins,
         loss_chunk_tokens=cfg.loss_chunk_tokens,
         attention=attention,
     )
     trainer.pop_callback(PrinterCallback)  # prints a dict per step; the bar shows the loss
     if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(_LossInProgressBar)
+        trainer.add_callback(LossInProgressBar)
     if last:
         log.info("resuming stage training from %s", last)
     timer.start = time.perf_counter()

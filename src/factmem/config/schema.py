@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -325,6 +325,10 @@ class LoraSettings(_Strict):
 
 class StageConfig(_Strict):
     """One training stage: a dataset, how much of it, and when to stop."""
+
+    # The fields that switch a continual-learning method on (methods.METHODS): a stage with
+    # none set uses no method, which the report can tell without importing methods (torch).
+    METHOD_FIELDS: ClassVar[tuple[str, ...]] = ("lora", "regularizer", "weight_average")
 
     name: str | None = Field(None, description="Label in tables. Default: stage<k>.")
     dataset: str = Field(description="Dataset name (see `factmem datasets`), e.g. kvr, kvr_id.")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: the data layer and the report load without torch
+    from transformers import PreTrainedTokenizerBase
 
 from factmem.errors import DataError
 
