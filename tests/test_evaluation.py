@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-from factmem import evaluation
 from factmem.data.example import encode_prompt
 from factmem.evaluation import (
     decode,
     exact_match,
+    generation,
     greedy_generate,
     is_correct,
     mean_response_loss,
@@ -148,8 +148,8 @@ def test_a_shared_few_shot_prefix_encoded_once_gives_the_same_outputs(partly_tra
     assert shared_prefix_length(encoded) > 16  # the demonstrations are shared
     assert len({len(row) for row in encoded}) > 1  # own parts differ in length: left padding
     calls = []
-    encode_once = evaluation._prefix_cache
-    monkeypatch.setattr(evaluation, "_prefix_cache",
+    encode_once = generation._prefix_cache
+    monkeypatch.setattr(generation, "_prefix_cache",
                         lambda *a: calls.append(a) or encode_once(*a))  # fmt: skip
     for share in (True, False):
         outputs = greedy_generate(model, tokenizer, asked, max_new_tokens=8, batch_size=5,

@@ -1,5 +1,5 @@
 """The grid file (configs/grids/*.yaml) as a pydantic model: its fields, their types and an
-error naming the file and line, as for a config. What the axes and vars mean is grid.py's."""
+error naming the file and line, as for a config. What the axes and vars mean is factmem.grid's."""
 
 from __future__ import annotations
 

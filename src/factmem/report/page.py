@@ -14,11 +14,7 @@ import pandas as pd
 from factmem.atomic import write_text_atomic
 from factmem.regime_map import HEAT_TITLE, heat_map
 from factmem.report.figures import FOREST_TITLE, figures, forest_plot
-from factmem.report.paired import (
-    forest_rows,
-    load_paper_numbers,
-    paper_numbers_path,
-)
+from factmem.report.paired import forest_rows, load_paper_numbers, paper_numbers_path
 from factmem.report.registry import TABLES, ReportRuns, build_tables
 from factmem.report.rows import EMBEDDED_NAME, collect_runs, distinct_values, setting_text
 from factmem.report.tables import aggregate, to_latex, to_markdown

@@ -1,0 +1,89 @@
+"""exact_match: every example scored, with the verdicts of greedy `model.generate`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from factmem.data.example import Example, encode_response
+from factmem.evaluation.forward import teacher_forced_certify, teacher_forcing_pays
+from factmem.evaluation.generation import greedy_generate_with_stops
+from factmem.evaluation.verdicts import MatchMode, decode, is_correct
+from factmem.records import Prediction
+
+
+def exact_match(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    *,
+    mode: MatchMode = "equal",
+    batch_size: int = 64,
+    max_new_tokens: int = 1000,
+    fast_path: bool | Literal["auto"] = "auto",
+    tie_margin: float = 1e-3,
+    bf16: bool = False,
+    progress: bool = True,
+    share_prefix: bool = True,
+) -> list[Prediction]:
+    """Score every example; the verdicts equal those of greedy `model.generate`."""
+    if fast_path is True and bf16:
+        raise ValueError("fast_path needs fp32 evaluation: under bf16, teacher-forced and "
+                         "generated logits differ by more than tie_margin")  # fmt: skip
+    if fast_path == "auto":
+        fast_path = not bf16 and teacher_forcing_pays(tokenizer, examples)
+    certified = (
+        teacher_forced_certify(
+            model,
+            tokenizer,
+            examples,
+            batch_size=batch_size,
+            tie_margin=tie_margin,
+            bf16=bf16,
+            progress=progress,
+        )
+        if fast_path
+        else [False] * len(examples)
+    )
+    # an answer generation could not finish within the cap is left to generation
+    certified = [ok and len(encode_response(tokenizer, e.response)) - 1 <= max_new_tokens
+                 for ok, e in zip(certified, examples, strict=True)]  # fmt: skip
+    rest = [i for i, ok in enumerate(certified) if not ok]
+    generated = (
+        greedy_generate_with_stops(
+            model,
+            tokenizer,
+            [examples[i] for i in rest],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            answers=[examples[i].gold_answers() for i in rest],
+            mode=mode,
+            bf16=bf16,
+            progress=progress,
+            share_prefix=share_prefix,
+        )
+        if rest
+        else []
+    )
+    outputs = dict(zip(rest, generated, strict=True))
+    predictions = []
+    for i, example in enumerate(examples):
+        if certified[i]:
+            output, cut = decode(tokenizer, encode_response(tokenizer, example.response)), False
+        else:
+            output, cut = outputs[i]
+        answers = list(example.gold_answers())
+        predictions.append(
+            Prediction(
+                prompt=example.prompt,
+                gold=example.response,
+                answers=answers,
+                output=output,
+                correct=is_correct(output, answers, mode),
+                method="teacher_forced" if certified[i] else "generated",
+                output_cut=cut,
+            )
+        )
+    return predictions

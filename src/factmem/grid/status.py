@@ -1,0 +1,157 @@
+"""Where a grid stands: each run's state (finished, running, failed, pending), the status
+table, the plan printed before running, and the data paths checked before any model loads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from factmem.archive import archived_fingerprints, is_finished
+from factmem.atomic import write_json_atomic
+from factmem.errors import ConfigError
+from factmem.grid.plan import Grid, GridRun, stage_finished
+from factmem.layout import grid_record
+
+log = logging.getLogger("factmem.grid")  # one logger name for every room
+
+
+def archived(run: GridRun, archive: Path | None) -> bool:
+    """The run is in the archive (same grid and run name) with the same stage fingerprints."""
+    if archive is None:
+        return False
+    fingerprints = archived_fingerprints(archive / run.run_dir.parent.name / run.name)
+    wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
+    return fingerprints == wanted
+
+
+def run_state(run: GridRun, archive: Path | None = None) -> dict:
+    """finished / archived / running / failed / interrupted / pending, with stages done."""
+    total = len(run.config.stages)
+    if archived(run, archive):
+        return {"run": run.name, "state": "archived", "stages_done": total, "stages": total,
+                "detail": ""}  # fmt: skip
+    done = sum(stage_finished(run, k) for k in range(len(run.config.stages)))
+    record: dict[str, Any] = {}
+    state_file = run.folder.grid_state
+    if state_file.is_file():
+        record = json.loads(state_file.read_text())
+    if done == total and is_finished(run.run_dir):  # results.json is written after the stages
+        state = "finished"
+    elif record.get("state") == "running":
+        alive = record.get("host") != socket.gethostname() or _pid_alive(record.get("pid"))
+        state = "running" if alive else "interrupted"
+    elif record.get("state") == "failed":
+        state = "failed"
+    else:
+        state = "interrupted" if done or run.folder.stages() else "pending"
+    return {"run": run.name, "state": state, "stages_done": done, "stages": total,
+            "detail": record.get("error", "") if state == "failed" else ""}  # fmt: skip
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def tracked(run: GridRun) -> Iterator[None]:
+    """Record in the run directory that this process works on it, and how that ended."""
+    state_file = run.folder.grid_state
+    base = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    write_json_atomic(state_file, base | {"state": "running"})
+    try:
+        yield
+    except Exception as err:
+        write_json_atomic(
+            state_file,
+            base
+            | {
+                "state": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(),
+            },
+        )
+        raise
+    except BaseException:  # Ctrl-C, kill: leave "running" -> shown as interrupted
+        raise
+    else:
+        write_json_atomic(state_file, base | {"state": "done", "ended": time.time()})
+
+
+def status_table(grid: Grid, archive: Path | None = None) -> str:
+    states = [run_state(r, archive) for r in grid.runs]
+    counts = {s: sum(x["state"] == s for x in states) for s in
+              ("finished", "archived", "running", "interrupted", "failed", "pending")}  # fmt: skip
+    lines = [f"grid {grid.name} ({grid.directory}): " + ", ".join(
+        f"{n} {s}" for s, n in counts.items() if n)]  # fmt: skip
+    width = max(len(r.name) for r in grid.runs)
+    for x in states:
+        detail = f"  {x['detail'].splitlines()[0][:100]}" if x["detail"] else ""
+        lines.append(f"  {x['run']:<{width}}  {x['state']:<11} stages {x['stages_done']}/"
+                     f"{x['stages']}{detail}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def describe_plan(grid: Grid) -> str:
+    c = grid.training_counts()
+    return (f"grid {grid.name}: {c['runs']} runs, {c['stage_slots']} trained stages, "
+            f"{c['trainings']} distinct stage trainings needed (sharing saves {c['saved']}), "
+            f"{c['finished']} already finished -> {grid.directory}")  # fmt: skip
+
+
+def data_paths(run: GridRun) -> Iterator[tuple[str, str]]:
+    """(field, path) of every local file or folder a run's stages would read."""
+    for k, stage in enumerate(run.config.stages):
+        if stage.path:
+            yield f"stages[{k}].path", stage.path
+        if isinstance(stage.options.get("templates"), str):
+            yield f"stages[{k}].options.templates", stage.options["templates"]
+        mixing = stage.mixing
+        if mixing is None:
+            continue
+        if mixing.source == "generic" and mixing.corpus == "local" and mixing.path:
+            yield f"stages[{k}].mixing.path", mixing.path
+        if mixing.source == "random_words" and mixing.word_list:
+            yield f"stages[{k}].mixing.word_list", mixing.word_list
+
+
+def check_data_paths(grid: Grid) -> None:
+    """Refuse a plan whose runs would read local files that are not there (a dry run reads
+    nothing else): one line per missing path, with its field and the first run naming it."""
+    missing: dict[tuple[str, str], list[str]] = {}
+    for run in grid.runs:
+        for field_name, path in data_paths(run):
+            if not Path(path).exists():
+                missing.setdefault((field_name, path), []).append(run.name)
+    if not missing:
+        return
+    lines = [f"  {runs[0]}: {field_name} = {path} does not exist"
+             + (f" (and {len(runs) - 1} more runs)" if len(runs) > 1 else "")
+             for (field_name, path), runs in missing.items()]  # fmt: skip
+    raise ConfigError(f"grid {grid.name}: {len(missing)} data path(s) that runs would read do "
+                      "not exist:\n" + "\n".join(lines) + "\n--data-dir (or FACTMEM_DATA_DIR) "
+                      "must hold the layout in docs/grids-and-reports.md")  # fmt: skip
+
+
+def write_plan(grid: Grid) -> None:
+    """grid.json: every run's tags and config, for reports and for `--status`."""
+    write_json_atomic(grid_record(grid.directory), {
+        "name": grid.name,
+        "runs": [{"name": r.name, "tags": r.tags, "config": r.config.model_dump(mode="json")}
+                 for r in grid.runs],
+    })  # fmt: skip
