@@ -13,7 +13,7 @@ from factmem.estimate import (
     training_flops,
 )
 from factmem.models import load_tokenizer
-from factmem.pipeline import _tokens_by_kind, stage_examples, stage_mixture
+from factmem.stage_data import stage_examples, stage_mixture, tokens_by_kind
 from factmem.testing import tiny_config_data
 
 
@@ -47,11 +47,11 @@ def test_stage_tokens_match_the_mixture_the_pipeline_trains_on(tiny_model_dir, t
     sets = [stage_examples(config, i) for i in range(2)]
     for cost, index in zip(costs, (0, 1), strict=True):
         train_set, _ = stage_mixture(config, index, sets)
-        counted = sum(_tokens_by_kind(tokenizer, train_set).values())
+        counted = sum(tokens_by_kind(tokenizer, train_set).values())
         assert cost.examples == len(train_set)
         assert cost.tokens_per_epoch == pytest.approx(counted, rel=0.1)  # mixing: a sample
         assert cost.epochs == config.stages[index].stop.epochs
-    assert costs[0].tokens_per_epoch == sum(_tokens_by_kind(tokenizer, sets[0]).values())
+    assert costs[0].tokens_per_epoch == sum(tokens_by_kind(tokenizer, sets[0]).values())
 
 
 def test_a_grid_estimate_counts_each_shared_stage_once(tiny_model_dir, tmp_path):

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,106 +26,36 @@ from factmem.atomic import (
     write_text_atomic,
 )
 from factmem.config import ExperimentConfig, StageConfig, config_to_yaml
-from factmem.data.example import Example, encode_example
-from factmem.data.registry import REGISTRY, load_examples
+from factmem.data.example import Example
+from factmem.data.registry import REGISTRY
 from factmem.distributed import barrier, is_main
 from factmem.errors import ConfigError
 from factmem.evaluation import accuracy, exact_match, mean_response_loss
 from factmem.fact_scores import score_facts
 from factmem.familiarity import (
-    FamiliarityJudge,
-    Judge,
     few_shot_example,
-    filtered_examples,
-    model_key,
 )
 from factmem.integrity import json_problem, model_problem, stage_problem
 from factmem.layout import RunFolder, StageFolder
 from factmem.markdown import markdown_table
 from factmem.methods import StageContext, stage_methods
-from factmem.mixing import build_mixing, replay_examples
 from factmem.models import load_model, load_tokenizer, resolve_model, save_model
 from factmem.records import (
     RunResults,
     StageOutcome,
     StageRecord,
     file_digest,
-    replayed_fact_keys,
+)
+from factmem.stage_data import (  # noqa: F401  (all importable from here, as before)
+    BaseModelJudge,
+    stage_examples,
+    stage_familiar,
+    stage_mixture,
+    tokens_by_kind,
 )
 from factmem.training import StagePlan, train_stage
 
 log = logging.getLogger(__name__)
-
-
-def stage_examples(config: ExperimentConfig, index: int, judge: Judge | None = None
-                   ) -> list[Example]:  # fmt: skip
-    """Stage `index`'s own set (its familiarity filter judged by the base model)."""
-    stage = config.stages[index]
-    familiar = stage_familiar(config, index)
-    if familiar is None:
-        return load_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options)
-    if judge is None:
-        raise ConfigError(f"dataset {stage.dataset!r}: `familiar` needs a model to judge with")
-    return filtered_examples(stage.dataset, stage.size, config.seed, stage.path, stage.options,
-                             familiar, judge)  # fmt: skip
-
-
-def stage_familiar(config: ExperimentConfig, index: int) -> bool | None:
-    """The stage's familiarity filter: its setting, else the dataset's default."""
-    stage = config.stages[index]
-    if stage.familiar == "any":
-        return None
-    if stage.familiar is None:
-        return False if REGISTRY[stage.dataset].unfamiliar_by_default else None
-    return stage.familiar
-
-
-class BaseModelJudge:
-    """The familiarity judge of the experiment's base model, loaded on first use."""
-
-    def __init__(self, base_path: str, tokenizer, config: ExperimentConfig):
-        self.base_path, self.tokenizer, self.config = base_path, tokenizer, config
-        self.judges: dict[str, FamiliarityJudge] = {}
-        self.model = None
-
-    def for_dataset(self, dataset: str) -> Judge:
-        def judge(examples):
-            if self.model is None:
-                log.info("judging familiarity with the base model %s", self.base_path)
-                self.model = load_model(self.base_path, self.tokenizer)
-            mode = REGISTRY[dataset].match
-            if mode not in self.judges:
-                self.judges[mode] = FamiliarityJudge(
-                    self.model, self.tokenizer, model_key(self.base_path), mode=mode,
-                    batch_size=self.config.evaluation.batch_size,
-                )  # fmt: skip
-            return self.judges[mode](examples)
-
-        return judge
-
-
-def stage_mixture(
-    config: ExperimentConfig, index: int, stage_sets: list[list[Example]]
-) -> tuple[list[Example], dict]:
-    """Stage `index`'s training set: its factoids, replay of earlier sets, REMIX data."""
-    stage = config.stages[index]
-    factoids = [replace(e, meta={**e.meta, "kind": "factoid"}) for e in stage_sets[index]]
-    examples, report = list(factoids), {"factoids": len(factoids)}
-    stage_seed = f"{config.seed}-stage{index + 1}"  # stages draw different mixing data
-    if stage.replay is not None:
-        names = [config.stage_name(j) for j in range(index)]
-        replayed, report["replay"] = replay_examples(
-            stage_sets[:index], stage.replay.fraction, config.seed, names
-        )
-        report["replayed_facts"] = replayed_fact_keys((e.prompt, e.meta) for e in replayed)
-        examples += replayed
-    if stage.mixing is not None:
-        every_factoid = [e for s in stage_sets for e in s]
-        mixed, report["mixing"] = build_mixing(
-            stage.mixing, len(factoids), stage_seed, config.model, every_factoid
-        )
-        examples += mixed
-    return examples, report
 
 
 @dataclass
@@ -370,7 +300,7 @@ def _train(stage: Stage, start_model: str, tokenizer, progress) -> tuple[Any, St
     config, settings, folder = stage.config, stage.settings, stage.folder
     evaluation = config.evaluation
     train_set, mixture_stats = stage_mixture(config, stage.index, stage.sets)
-    mixture_stats["tokens"] = _tokens_by_kind(tokenizer, train_set)
+    mixture_stats["tokens"] = tokens_by_kind(tokenizer, train_set)
     if is_main():
         write_jsonl_atomic(folder.data, (asdict(e) for e in train_set))
     model = load_model(start_model, tokenizer)
@@ -459,15 +389,6 @@ def _shared_stage(stage_dir: StageFolder, fingerprint: str) -> StageFolder | Non
                 return candidate
             log.warning("not reusing %s: %s", candidate.path, problem)
     return None
-
-
-def _tokens_by_kind(tokenizer, examples: list[Example]) -> dict[str, int]:
-    """Tokens per epoch of each kind of example (factoid, replay, mixing)."""
-    counts: dict[str, int] = {}
-    for e in examples:
-        kind = e.meta.get("kind", "factoid")
-        counts[kind] = counts.get(kind, 0) + len(encode_example(tokenizer, e)["input_ids"])
-    return counts
 
 
 def results_table(results: RunResults) -> str:
