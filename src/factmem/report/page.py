@@ -95,12 +95,12 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     if paper is not None and source.versus.empty:
         log.warning("--paper %s: none of these runs' cells is in the paper's tables", paper)
     forest = forest_rows(source.versus, source.plain_pairs) if not source.versus.empty else None
-    if forest is not None and not forest.empty:
+    if forest is not None and not forest.empty:  # the paper's cells: the answer is the forest
         import matplotlib
 
         matplotlib.use("Agg")
         lead[FOREST_TITLE] = forest_plot(forest, setting_text(source.two_stage),
-                                     out / "paper_vs_ours.png")  # fmt: skip
+                                         out / "paper_vs_ours.png")  # fmt: skip
     command = " ".join(["factmem report", *map(str, dirs)]
                        + ([f"--out {out}"] if out != dirs[0] / "report" else [])
                        + ([f"--paper {paper}"] if paper is not None else []))  # fmt: skip
