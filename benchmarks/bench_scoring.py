@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_step_profile import MATMULS, cpu_kind, plain_gemm_seconds  # noqa: E402
+from bench_step_profile import cpu_kind, matmul_account  # noqa: E402
 
 
 def naive_filter(model, tokenizer, questions, max_new_tokens: int) -> list[bool]:
@@ -100,21 +100,11 @@ def profiled(fn, *args) -> dict:
                                 with_flops=True) as prof:  # fmt: skip
         fn(*args)
     wall = time.perf_counter() - start
-    events = [e for e in prof.events() if e.name in MATMULS]
-    matmul_s = sum(e.self_cpu_time_total for e in events) / 1e6
-    flops = sum(e.flops or 0 for e in events)
-    shapes: dict[tuple, int] = {}
-    for e in events:
-        if e.name == "aten::mm" and len(e.input_shapes) >= 2:
-            (m, k), (_, n) = e.input_shapes[0], e.input_shapes[1]
-            shapes[(m, k, n)] = shapes.get((m, k, n), 0) + 1
-    mm_flops = sum(2 * m * k * n * c for (m, k, n), c in shapes.items())
-    gemm_s = plain_gemm_seconds(shapes, torch.float32)
-    return {"profiled_s": round(wall, 2), "matmul_s": round(matmul_s, 2),
-            "matmul_share": round(matmul_s / wall, 2),
-            "matmul_gflops": round(flops / matmul_s / 1e9, 1) if matmul_s else None,
-            "plain_gemm_gflops": round(mm_flops / gemm_s / 1e9, 1) if gemm_s else None,
-            "bound_s": round(gemm_s * flops / max(mm_flops, 1), 2)}  # fmt: skip
+    mm = matmul_account(prof.events(), torch.float32)
+    return {"profiled_s": round(wall, 2), "matmul_s": round(mm["matmul_s"], 2),
+            "matmul_share": round(mm["matmul_s"] / wall, 2),
+            "matmul_gflops": mm["matmul_gflops"], "plain_gemm_gflops": mm["plain_gemm_gflops"],
+            "bound_s": round(mm["bound_s"], 2)}  # fmt: skip
 
 
 def main() -> None:

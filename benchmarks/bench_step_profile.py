@@ -138,6 +138,27 @@ def plain_gemm_seconds(shapes: dict[tuple, int], dtype) -> float:
     return total
 
 
+def matmul_account(events, dtype) -> dict:
+    """The profiled matrix products: their self time, their FLOP rate, the rate of a plain
+    `torch.mm` of the same shapes timed here in `dtype`, and the bound (seconds, if every
+    matmul ran at that rate)."""
+    matmul = [e for e in events if e.name in MATMULS]
+    matmul_s = sum(e.self_cpu_time_total for e in matmul) / 1e6
+    flops = sum(e.flops or 0 for e in matmul)
+    shapes: dict[tuple, int] = {}
+    for e in matmul:
+        if e.name != "aten::mm" or len(e.input_shapes) < 2:  # bmm: attention, a few percent
+            continue
+        (m, k), (_, n) = e.input_shapes[0], e.input_shapes[1]
+        shapes[(m, k, n)] = shapes.get((m, k, n), 0) + 1
+    mm_flops = sum(2 * m * k * n * c for (m, k, n), c in shapes.items())
+    gemm_s = plain_gemm_seconds(shapes, dtype)
+    return {"matmul_s": matmul_s,
+            "matmul_gflops": round(flops / matmul_s / 1e9, 1) if matmul_s else None,
+            "plain_gemm_gflops": round(mm_flops / gemm_s / 1e9, 1) if gemm_s else None,
+            "bound_s": gemm_s * flops / max(mm_flops, 1)}  # fmt: skip
+
+
 def profile(variant: str, data, tokenizer, path: str, bf16: bool, work: Path) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, schedule
@@ -154,18 +175,8 @@ def profile(variant: str, data, tokenizer, path: str, bf16: bool, work: Path) ->
         train(variant, data, tokenizer, path, epochs, bf16, work, [hook.callback])
     events = prof.events()
     step_us = sum(e.cpu_time_total for e in events if e.name.startswith("ProfilerStep"))
-    matmul = [e for e in events if e.name in MATMULS]
-    matmul_us = sum(e.self_cpu_time_total for e in matmul)
-    flops = sum(e.flops or 0 for e in matmul)
-    shapes: dict[tuple, int] = {}
-    for e in matmul:
-        if e.name != "aten::mm" or len(e.input_shapes) < 2:  # bmm: attention, a few percent
-            continue
-        (m, k), (_, n) = e.input_shapes[0], e.input_shapes[1]
-        shapes[(m, k, n)] = shapes.get((m, k, n), 0) + 1
-    mm_flops = sum(2 * m * k * n * c for (m, k, n), c in shapes.items())
     autocast = bf16 and variant != "naive"
-    gemm_s = plain_gemm_seconds(shapes, torch.bfloat16 if autocast else torch.float32)
+    mm = matmul_account(events, torch.bfloat16 if autocast else torch.float32)
     top = {}
     for e in events:
         if not e.name.startswith("ProfilerStep"):
@@ -173,10 +184,10 @@ def profile(variant: str, data, tokenizer, path: str, bf16: bool, work: Path) ->
     others = sorted(((k, v) for k, v in top.items() if k not in MATMULS), key=lambda kv: -kv[1])
     return {
         "profiled_s_per_step": round(step_us / 1e6 / steps, 3),
-        "matmul_s_per_step": round(matmul_us / 1e6 / steps, 3),
-        "matmul_gflops": round(flops / (matmul_us / 1e6) / 1e9, 1) if matmul_us else None,
-        "plain_gemm_gflops": round(mm_flops / gemm_s / 1e9, 1) if gemm_s else None,
-        "bound_s_per_step": round(gemm_s / steps * flops / max(mm_flops, 1), 3),
+        "matmul_s_per_step": round(mm["matmul_s"] / steps, 3),
+        "matmul_gflops": mm["matmul_gflops"],
+        "plain_gemm_gflops": mm["plain_gemm_gflops"],
+        "bound_s_per_step": round(mm["bound_s"] / steps, 3),
         "largest_other_ops_s_per_step": {k: round(v / 1e6 / steps, 3) for k, v in others[:6]},
     }
 
