@@ -1,16 +1,24 @@
 """Each committed report is what the committed archive gives (docs/remix-135m.md's numbers):
-docs/results/<grid>/report was made by `factmem report docs/results/<grid> --paper remix
---out docs/results/<grid>/report`, run from the repository."""
+docs/results/<grid>/report was made by the command its report.md names (`factmem report
+docs/results/<grid> [other archived grids] --paper remix`), run from the repository."""
 
 from pathlib import Path
 
 import pytest
 
-from factmem.report import write_report
+from factmem.report import made_by, write_report
 
 REPOSITORY = Path(__file__).parents[1]
 REPORTS = sorted(p.parent.relative_to(REPOSITORY)
                  for p in (REPOSITORY / "docs" / "results").glob("*/report/report.md"))  # fmt: skip
+
+
+def sources(report: Path) -> list[Path]:
+    """The archived grids a committed report was made from, as its report.md says: its own
+    grid first, then any set beside it (e.g. another regime's cells)."""
+    words = made_by(report)
+    assert words[-2:] == ["--paper", "remix"], words  # the documented command
+    return [Path(w) for w in words[:-2]]
 
 
 @pytest.mark.skipif(not REPORTS, reason="no committed report under docs/results")
@@ -18,7 +26,9 @@ REPORTS = sorted(p.parent.relative_to(REPOSITORY)
 def test_the_committed_report_is_rebuilt_from_the_committed_archive(report, tmp_path,
                                                                       monkeypatch):  # fmt: skip
     monkeypatch.chdir(REPOSITORY)  # the documented command runs from the repository
-    write_report(report.parent, tmp_path / "report", paper="remix")
+    grids = sources(report)
+    assert grids[0] == report.parent, "a report lives in the folder of its first grid"
+    write_report(grids, tmp_path / "report", paper="remix")
     committed = sorted(p.name for p in (REPOSITORY / report).glob("*.csv"))
     assert committed, report
     assert committed == sorted(p.name for p in (tmp_path / "report").glob("*.csv"))

@@ -24,6 +24,9 @@ RETENTION_ABOVE, RETENTION_BELOW = 0.10, 0.90
 # loss below this, the rule kvr-floor fixed before its runs (configs/grids/kvr-floor.yaml).
 # Amendment to the map's rule, written in the grid file after its first KVR -> GSM8K run.
 D_B_LOSS_BELOW = 0.05
+# How report.rows.separate_regimes names a run's regime in its variant when a report sets
+# grids of different regimes side by side: such runs are not a map (no rule was fixed for them).
+REGIME_TAG = "regime="
 
 
 def map_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -31,6 +34,7 @@ def map_runs(runs: pd.DataFrame) -> pd.DataFrame:
     part of it has run), or of runs that vary both facts and learning rate; otherwise an
     empty frame."""
     plain = runs[(runs["stages"] == 2) & (runs["strategy"] == "No Mixing")]
+    plain = plain[~plain["variant"].str.contains(REGIME_TAG, regex=False)]
     on_axis = plain["variant"].str.contains(r"(?:^|, )facts=", regex=True)
     if on_axis.any():
         return plain[on_axis]

@@ -9,6 +9,7 @@ self-contained HTML page that embeds them all.
 Rooms, each with one job, in the order they depend on each other:
   rows     runs -> one row each (config, results, predictions)
   paired   each strategy against its No Mixing twin; the paper's numbers beside ours
+  regimes  the same cells under several regimes side by side: hold, vanish, flip, appear
   tables   the tables
   registry every table in page order: stable file name, title, builder (TABLES)
   figures  the figures
@@ -24,6 +25,7 @@ from factmem.report.page import (  # noqa: F401
     GLOSSARY,
     all_hundred,
     html_page,
+    made_by,
     summary_items,
     write_report,
 )
@@ -37,6 +39,13 @@ from factmem.report.paired import (  # noqa: F401
     paper_numbers_path,
     paper_vs_ours,
     twins,
+)
+from factmem.report.regimes import (  # noqa: F401
+    CONTRAST_TITLE,
+    movement,
+    regime_contrast,
+    regime_forest_rows,
+    split_regimes,
 )
 from factmem.report.registry import (  # noqa: F401
     REGISTRY,
@@ -57,9 +66,11 @@ from factmem.report.rows import (  # noqa: F401
     earlier_stages,
     final_predictions,
     ordered_pairs,
+    regime_text,
     row_label,
     row_labels,
     run_row,
+    separate_regimes,
     setting_text,
     status_counts,
     strategy_label,

@@ -7,14 +7,17 @@ import base64
 import html
 import logging
 import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
 
 from factmem.atomic import write_text_atomic
+from factmem.errors import FactmemError
 from factmem.regime_map import HEAT_TITLE, heat_map
 from factmem.report.figures import FOREST_TITLE, figures, forest_plot
 from factmem.report.paired import forest_rows, load_paper_numbers, paper_numbers_path
+from factmem.report.regimes import regime_forest_rows
 from factmem.report.registry import TABLES, ReportRuns, build_tables
 from factmem.report.rows import EMBEDDED_NAME, collect_runs, distinct_values, setting_text
 from factmem.report.tables import aggregate, to_latex, to_markdown
@@ -92,9 +95,14 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     lead: dict[str, Path] = {}  # the answer, shown before every table
     if not source.regime.empty:  # a regime-map grid: the map is its answer
         lead[HEAT_TITLE] = heat_map(source.regime, out / "regime_map.png")
-    if paper is not None and source.versus.empty:
-        log.warning("--paper %s: none of these runs' cells is in the paper's tables", paper)
-    forest = forest_rows(source.versus, source.plain_pairs) if not source.versus.empty else None
+    if source.published is not None and not source.contrast.empty:  # regimes side by side
+        forest = regime_forest_rows(source.two_stage, source.published)
+    elif not source.versus.empty:
+        forest = forest_rows(source.versus, source.plain_pairs)
+    else:
+        forest = None
+        if paper is not None:
+            log.warning("--paper %s: none of these runs' cells is in the paper's tables", paper)
     if forest is not None and not forest.empty:  # the paper's cells: the answer is the forest
         import matplotlib
 
@@ -127,6 +135,17 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     write_text_atomic(page, html_page(f"factmem report: {name}", made_by, tables, figs, lead,
                                       summary))  # fmt: skip
     return page
+
+
+def made_by(report_dir: Path) -> list[str]:
+    """The `factmem report` arguments a written report says it was made with (its "Made by"
+    line): what rebuilds it, e.g. a report that sets two grids side by side."""
+    page = report_dir / "report.md"
+    text = page.read_text() if page.is_file() else ""
+    found = re.search(r"Made by `factmem report ([^`]*)`", text)
+    if not found:
+        raise FactmemError(f"{page}: no 'Made by `factmem report ...`' line")
+    return shlex.split(found.group(1))
 
 
 def _remove_stale_tables(out: Path, written: set[str]) -> None:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from factmem.regime_map import MAP_TITLE, map_rows, map_table
 from factmem.report.paired import paired_rows, paper_vs_ours
+from factmem.report.regimes import CONTRAST_TITLE, regime_contrast
 from factmem.report.rows import db_group
 from factmem.report.tables import (
     CURVE_TITLE,
@@ -52,6 +53,11 @@ class ReportRuns:
     @cached_property
     def regime(self) -> pd.DataFrame:
         return map_rows(self.runs)
+
+    @cached_property
+    def contrast(self) -> pd.DataFrame:
+        """The paper's cells under each regime the runs hold, side by side (report.regimes)."""
+        return regime_contrast(self.two_stage, self.published)
 
     @cached_property
     def paired(self) -> pd.DataFrame:
@@ -98,6 +104,7 @@ def _paper_vs_ours(r: ReportRuns) -> pd.DataFrame:
 REGISTRY: tuple[Table, ...] = (
     Table("regime_map", MAP_TITLE,
           lambda r: map_table(r.regime) if not r.regime.empty else EMPTY),
+    Table("regime_contrast", CONTRAST_TITLE, lambda r: r.contrast),
     Table("da_after_stage2", "D_A exact match after stage 2 (%)", _if_two_stage("da_final")),
     Table("db_after_stage2", "D_B exact match after stage 2 (%)", _if_two_stage("db_final")),
     Table("da_after_stage1", "D_A exact match after stage 1 (%)", _if_two_stage("da_first")),

@@ -14,6 +14,7 @@ from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.mixing import mixing_source
 from factmem.records import FACT_STATUSES, RunResults, fact_status, read_predictions
+from factmem.regime_map import REGIME_TAG
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,29 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
     if not rows:
         where = ", ".join(str(d) for d in dirs)
         raise FactmemError(f"no finished runs (results.json with finished: true) under {where}")
-    return _one_run_per_cell_and_seed(pd.DataFrame(rows))
+    return _one_run_per_cell_and_seed(separate_regimes(pd.DataFrame(rows)))
+
+
+def regime_text(facts: int | None, learning_rate: float) -> str:
+    """A regime as a variant names it: `regime=32 facts, lr 0.0003`."""
+    return f"{REGIME_TAG}{facts} facts, lr {learning_rate:g}"
+
+
+def separate_regimes(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one cell under two regimes (D_A facts per stage, learning rate) that no tag
+    tells apart, e.g. `factmem report docs/results/regime-strategies docs/results/cells-popqa`,
+    would be pooled as seeds and paired across regimes: then every run's variant names its
+    regime (ending in regime_text), so tables keep regimes apart and report.regimes can set
+    them side by side. Runs whose tags already separate them are left as they are."""
+    cell = ["d_a", "d_b", "strategy", "variant"]
+    regimes_of_a_cell = runs.groupby(cell, sort=False)[["facts", "learning_rate"]].nunique()
+    if not (regimes_of_a_cell > 1).any(axis=None):
+        return runs
+    regimes = [regime_text(f, lr) for f, lr in zip(runs["facts"], runs["learning_rate"],
+                                                   strict=True)]  # fmt: skip
+    variants = [f"{v}, {r}" if v else r for v, r in zip(runs["variant"], regimes, strict=True)]
+    log.info("runs of one cell under several regimes: each run's variant names its regime")
+    return runs.assign(variant=variants)
 
 
 def _one_run_per_cell_and_seed(runs: pd.DataFrame) -> pd.DataFrame:
