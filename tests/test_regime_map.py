@@ -31,7 +31,7 @@ def _runs(points: list[tuple], loss: float | None = None) -> pd.DataFrame:
         "learning_rate": lr, "da_first": first, "db_final": db, "da_final": final,
         "last_loss": loss,
         "da_status": {"kept": 1, "hidden": 1, "lost": 2}, "steps_by_stage": [facts // 32] * 2,
-        "variant": "",
+        "variant": "", "db_size": 32 if d_b == "gsm8k" else facts,
     } for d_b, facts, lr, first, db, final in points])  # fmt: skip
 
 
@@ -52,7 +52,7 @@ def test_the_rule_prefers_most_facts_then_the_lowest_rate_among_usable_points():
     assert "stage 1 did not memorise" in lama.loc[(512, 5e-5), "why"]
     assert "D_B not learned" in lama.loc[(32, 3e-4), "why"]
     assert lama["usable"].sum() == 3
-    gsm = rows[rows["pair"] == "popqa -> gsm8k"]
+    gsm = rows[rows["pair"] == "popqa -> gsm8k (D_B 32)"]
     assert not gsm["usable"].any()  # no point lifts the floor: nothing chosen
     assert "retention 95% outside" in " ".join(gsm["why"])
     table = map_table(rows)
@@ -68,6 +68,20 @@ def test_a_non_factoid_d_b_is_learned_by_its_training_loss():
     assert map_table(learned)["D_B after stage 2"].tolist() == ["loss 0.025"] * 2
     unlearned = map_rows(_runs(points, loss=D_B_LOSS_BELOW * 2).assign(**on_axis))
     assert not unlearned["usable"].any() and "loss 0.1, not < 0.05" in unlearned["why"].iloc[0]
+
+
+def test_two_sizes_of_a_fixed_size_d_b_are_two_pairs_of_the_map():
+    """KVR -> GSM8K holds GSM8K at 32 examples; the same facts and rate with 128 GSM8K
+    examples is another point of the map, with its own chosen point, never a second seed."""
+    runs = _runs([("gsm8k", 128, 5e-5, 1.0, None, 0.07), ("gsm8k", 128, 5e-5, 1.0, None, 0.2),
+                  ("gsm8k", 128, 1e-4, 1.0, None, 0.5)], loss=D_B_LOSS_BELOW / 2)
+    runs.loc[1:, "db_size"] = 128
+    rows = map_rows(runs.assign(variant="facts=128")).set_index(["pair", "learning_rate"])
+    assert rows["seeds"].tolist() == [1, 1, 1]
+    assert rows.loc[("popqa -> gsm8k (D_B 32)", 5e-5), "da_final"] == 0.07
+    assert rows.loc[("popqa -> gsm8k (D_B 128)", 5e-5), "da_final"] == 0.2
+    assert rows["chosen"].sum() == 1  # D_B 32's point is not usable (retention 7% < 10%)
+    assert rows.loc[("popqa -> gsm8k (D_B 128)", 5e-5), "chosen"]
 
 
 def test_a_map_needs_two_fact_counts_and_two_rates_or_a_facts_axis():
@@ -86,9 +100,9 @@ def test_the_grid_file_states_the_rule_this_module_applies():
     assert f"training loss is below {D_B_LOSS_BELOW:g}" in text  # the amendment
 
 
-def test_the_grid_holds_d_b_of_kvr_at_32_and_grows_popqa_with_the_facts():
+def test_the_grid_holds_d_b_of_kvr_fixed_and_grows_popqa_with_the_facts():
     grid = load_grid(GRID, data_dir="/data")
-    assert len(grid.runs) == 18
+    assert len(grid.runs) == 27  # 3 facts x 3 rates x 3 pairs (amendment 2: GSM8K at 128)
     for run in grid.runs:
         facts = int(run.tags["facts"])
         first, second = run.config.stages
@@ -96,6 +110,8 @@ def test_the_grid_holds_d_b_of_kvr_at_32_and_grows_popqa_with_the_facts():
         assert second.stop.loss_below == 1e-4 and second.stop.max_epochs == 20
         if run.tags["pair"] == "kvr-gsm8k":
             assert (first.dataset, second.dataset, second.size) == ("kvr", "gsm8k", 32)
+        elif run.tags["pair"] == "kvr-gsm8k128":
+            assert (first.dataset, second.dataset, second.size) == ("kvr", "gsm8k", 128)
         else:
             assert (first.dataset, second.dataset, second.size) == ("popqa", "lama", facts)
 

@@ -68,7 +68,8 @@ def map_rows(runs: pd.DataFrame) -> pd.DataFrame:
     after stage 2, optimizer steps per stage, kept/hidden/lost, and the rule's verdict."""
     plain = map_runs(runs)
     rows = []
-    for (d_a, d_b, facts, lr), part in plain.groupby(["d_a", "d_b", "facts", "learning_rate"]):
+    for (d_a, d_b, db_size, facts, lr), part in plain.groupby(
+            ["d_a", "d_b", "db_size", "facts", "learning_rate"], dropna=False):  # fmt: skip
         da_first, da_final = part["da_first"].mean(), part["da_final"].mean()
         db = part["db_final"].dropna()
         db_final = db.mean() if len(db) else None
@@ -78,7 +79,8 @@ def map_rows(runs: pd.DataFrame) -> pd.DataFrame:
         steps = [s for s in part["steps_by_stage"] if s]
         failed = why_unusable(da_first, db_final, da_final, db_loss)
         rows.append({
-            "pair": f"{d_a} -> {d_b}", "facts": int(facts), "learning_rate": float(lr),
+            "pair": f"{d_a} -> {d_b}", "db_size": db_size, "facts": int(facts),
+            "learning_rate": float(lr),
             "seeds": len(part),
             "steps": " + ".join(str(round(sum(s[i] for s in steps) / len(steps)))
                                 for i in range(2)) if steps else "?",
@@ -90,11 +92,22 @@ def map_rows(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    table["pair"] = _pair_labels(table)
     table["chosen"] = False
     for index in chosen_points(table).values():
         if index is not None:
             table.loc[index, "chosen"] = True
     return table
+
+
+def _pair_labels(rows: pd.DataFrame) -> list[str]:
+    """`d_a -> d_b`, or `d_a -> d_b (D_B 32)` where the pair's D_B size does not follow the
+    facts axis (KVR -> GSM8K holds GSM8K at a fixed number of examples): two D_B sizes are
+    two pairs of the map, each with its own chosen point, never pooled as seeds."""
+    follows = {pair: (part["db_size"] == part["facts"]).all()
+               for pair, part in rows.groupby("pair", sort=False)}  # fmt: skip
+    return [pair if follows[pair] else f"{pair} (D_B {int(size)})"
+            for pair, size in zip(rows["pair"], rows["db_size"], strict=True)]  # fmt: skip
 
 
 def chosen_points(rows: pd.DataFrame) -> dict[str, int | None]:

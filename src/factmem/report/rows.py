@@ -133,6 +133,7 @@ def run_row(run_dir: Path, config: ExperimentConfig, results: RunResults) -> dic
         "learning_rate": config.stage_training(len(config.stages) - 1).learning_rate,
         "d_a": config.stages[0].dataset,
         "d_b": " -> ".join(later) if later else "-",
+        "db_size": config.stages[-1].size if later else None,
         "stages": len(config.stages),
         "strategy": config.tags.get("strategy") or strategy_label(config),
         "variant": variant,
