@@ -17,8 +17,9 @@ from factmem.report import table_title
 
 ROOT = Path(__file__).resolve().parents[1]
 # the report's own section titles, from its registry of tables
-VERSUS, PAIRED, SEEDS, REPLAY, CURVES, LOSS, MAP_TITLE = map(table_title, (
-    "paper_vs_ours", "paired", "paired_by_seed", "replay", "curves", "last_loss", "regime_map"))
+VERSUS, PAIRED, SEEDS, REPLAY, CURVES, LOSS, MAP_TITLE, CONTRAST, STATUS = map(table_title, (
+    "paper_vs_ours", "paired", "paired_by_seed", "replay", "curves", "last_loss", "regime_map",
+    "regime_contrast", "fact_status"))
 TITLES = {
     VERSUS: "**Paper vs ours** (D_A after stage 2, %)",
     PAIRED: "**Each strategy minus No Mixing, fact by fact** (D_A after stage 2)",
@@ -27,6 +28,8 @@ TITLES = {
     CURVES: "**D_A during stage 2** (%, mean over seeds)",
     LOSS: "**Stage 2's training loss in its last epoch**",
     MAP_TITLE: "**The map** (No Mixing, seed 0; %)",
+    CONTRAST: "**Each strategy's change from No Mixing, today's point beside the chosen one**",
+    STATUS: "**Kept / hidden / lost D_A facts after stage 2**",
 }
 # grid -> the report sections its docs block shows; the README's table gathers the "Paper vs
 # ours" rows of the grids that show that section (the paper's cells).
@@ -38,7 +41,10 @@ GRIDS = {
     "cells-popqa-steps": (PAIRED, SEEDS),
     "kvr-floor": (CURVES, LOSS),
     "regime-map": (MAP_TITLE,),
+    "regime-strategies": (CONTRAST, PAIRED, SEEDS, STATUS),
 }
+# README blocks that show one section of one grid's report: marker -> (grid, section)
+README_SECTIONS = {"regime-contrast": ("regime-strategies", CONTRAST)}
 
 
 def section(report: str, title: str) -> str:
@@ -73,6 +79,10 @@ def main() -> None:
         if f"<!-- {grid}" in doc_text:  # a report without a table gets no empty heading
             doc_text = replace_block(doc_text, grid, "\n\n".join(parts))
     readme_text = replace_block(readme_text, "cells", "\n".join(versus_rows))
+    for marker, (grid, title) in README_SECTIONS.items():
+        path = ROOT / "docs" / "results" / grid / "report" / "report.md"
+        if path.is_file() and f"<!-- {marker}" in readme_text:
+            readme_text = replace_block(readme_text, marker, section(path.read_text(), title))
     readme.write_text(readme_text)
     doc.write_text(doc_text)
     print(f"filled {readme.relative_to(ROOT)} and {doc.relative_to(ROOT)}")
