@@ -122,6 +122,9 @@ def test_each_cell_says_how_its_change_moves_with_the_regime(two_regimes, tmp_pa
     assert table.loc["-/Generic", "paper Δ"] == "+83.1"
     assert table.loc["No Mixing", f"Δ [seeds resampled] @ {last}"] == "kept 50.0 ± 0.0"
     assert table.loc["No Mixing", "as the regime moves"] == ""
+    one_seed = regime_contrast(runs[runs["seed"] == 0]).reset_index().set_index("strategy")
+    assert one_seed.loc["No Mixing", f"Δ [seeds resampled] @ {last}"] == "kept 50.0 (n=1)"
+    assert one_seed.loc["Random/-", f"Δ [seeds resampled] @ {last}"].endswith("] (n=1)")
     without_paper = regime_contrast(runs).reset_index().set_index("strategy")
     assert "paper Δ" not in without_paper and f"vs paper @ {first}" not in without_paper
     assert without_paper.loc["-/Generic", "as the regime moves"] == "flips"

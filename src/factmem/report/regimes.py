@@ -88,8 +88,7 @@ def regime_contrast(runs: pd.DataFrame, published: pd.DataFrame | None = None) -
             status = _status_text(of_cell, strategy)
             if strategy == BASELINE:
                 ours = mean_std_text((of_cell["da_final"].astype(float) * 100).tolist())
-                row["regimes"][label] = (f"kept {ours}" + (f" (n={len(of_cell)})"
-                                         if len(of_cell) != 3 else ""), "", "", status)  # fmt: skip
+                row["regimes"][label] = (f"kept {ours}", "", "", status)  # ours says its n
                 continue
             if paired is None or (d_a, d_b, strategy) not in paired.index:
                 continue
