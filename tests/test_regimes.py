@@ -141,17 +141,26 @@ def test_a_cell_with_only_one_regime_is_not_contrasted(two_regimes):
 def test_the_report_of_two_regimes_leads_with_both_beside_the_paper(two_regimes, tmp_path):
     runs = collect_runs(list(two_regimes))
     forest = regime_forest_rows(runs, load_paper_numbers(_paper(tmp_path)))
+    from factmem.report import regimes_setting_text
+
+    assert regimes_setting_text(runs[(runs["seed"] == 0) | (runs["facts"] == 8)]).endswith(
+        "; 8 facts, lr 0.0003: 3 seed(s); 16 facts, lr 5e-05: 1 seed(s)")
     cells = forest["cell"].tolist()
     assert len(cells) == 6  # three strategies, each at both regimes, next to each other
     for first, last in zip(cells[::2], cells[1::2], strict=True):
         assert first.endswith(" @ 8 facts, lr 0.0003") and last.endswith(" @ 16 facts, lr 5e-05")
         assert first.split(" @ ")[0] == last.split(" @ ")[0]
+    for seed in range(3):  # -/Random at one regime only: in the tables, not in the figure
+        (two_regimes[0] / f"-_Random-s{seed}").rename(tmp_path / f"elsewhere{seed}")
+    one_regime = collect_runs(list(two_regimes))
+    forest = regime_forest_rows(one_regime, load_paper_numbers(_paper(tmp_path)))
+    assert len(forest) == 4 and not forest["cell"].str.contains("-/Random").any()
     out = tmp_path / "report"
     write_report(list(two_regimes), out, _paper(tmp_path))
     text = (out / "report.md").read_text()
     assert (out / "regime_contrast.csv").is_file() and (out / "paper_vs_ours.png").is_file()
     assert text.index("paper_vs_ours.png") < text.index("## As the regime moves")
-    assert "| flips" in text and "| vanishes" in text
+    assert "| flips" in text and "| holds" in text and "| vanishes" not in text
 
 
 def test_a_report_says_the_command_that_rebuilds_it(two_regimes, tmp_path):

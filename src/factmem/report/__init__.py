@@ -45,6 +45,7 @@ from factmem.report.regimes import (  # noqa: F401
     movement,
     regime_contrast,
     regime_forest_rows,
+    regimes_setting_text,
     split_regimes,
 )
 from factmem.report.registry import (  # noqa: F401

@@ -17,7 +17,7 @@ from factmem.errors import FactmemError
 from factmem.regime_map import HEAT_TITLE, heat_map
 from factmem.report.figures import FOREST_TITLE, figures, forest_plot
 from factmem.report.paired import forest_rows, load_paper_numbers, paper_numbers_path
-from factmem.report.regimes import regime_forest_rows
+from factmem.report.regimes import regime_forest_rows, regimes_setting_text
 from factmem.report.registry import TABLES, ReportRuns, build_tables
 from factmem.report.rows import EMBEDDED_NAME, collect_runs, distinct_values, setting_text
 from factmem.report.tables import aggregate, to_latex, to_markdown
@@ -95,8 +95,10 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     lead: dict[str, Path] = {}  # the answer, shown before every table
     if not source.regime.empty:  # a regime-map grid: the map is its answer
         lead[HEAT_TITLE] = heat_map(source.regime, out / "regime_map.png")
+    setting = setting_text(source.two_stage)
     if source.published is not None and not source.contrast.empty:  # regimes side by side
         forest = regime_forest_rows(source.two_stage, source.published)
+        setting = regimes_setting_text(source.two_stage)
     elif not source.versus.empty:
         forest = forest_rows(source.versus, source.plain_pairs)
     else:
@@ -107,8 +109,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         import matplotlib
 
         matplotlib.use("Agg")
-        lead[FOREST_TITLE] = forest_plot(forest, setting_text(source.two_stage),
-                                         out / "paper_vs_ours.png")  # fmt: skip
+        lead[FOREST_TITLE] = forest_plot(forest, setting, out / "paper_vs_ours.png")
     command = " ".join(["factmem report", *map(str, dirs)]
                        + ([f"--out {out}"] if out != dirs[0] / "report" else [])
                        + ([f"--paper {paper}"] if paper is not None else []))  # fmt: skip

@@ -14,7 +14,7 @@ import pandas as pd
 from factmem.records import FACT_STATUSES
 from factmem.regime_map import REGIME_TAG
 from factmem.report.paired import BASELINE, forest_rows, paired_rows, paper_vs_ours
-from factmem.report.rows import ordered_pairs, regime_text
+from factmem.report.rows import EMBEDDED_NAME, distinct_values, ordered_pairs, regime_text
 from factmem.stats import mean_std_text
 
 CONTRAST_TITLE = "As the regime moves toward the paper's: each strategy's Δ vs No Mixing per regime"
@@ -127,7 +127,8 @@ def regime_contrast(runs: pd.DataFrame, published: pd.DataFrame | None = None) -
 
 def regime_forest_rows(runs: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     """forest_rows of each regime, a cell's regimes next to each other (labelled by regime),
-    for the page's lead figure when a report sets regimes side by side."""
+    for the page's lead figure when a report sets regimes side by side: only the cells that
+    two regimes or more have (the others are in the tables)."""
     frames = []
     for order, (label, part) in enumerate(split_regimes(runs)):
         part = part[part["variant"] == ""]
@@ -141,6 +142,14 @@ def regime_forest_rows(runs: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)
     rows["base"] = rows["cell"].str.replace(r" @ .*$", "", regex=True)
+    rows = rows[rows.groupby("base")["regime"].transform("nunique") > 1]  # the contrast only
     first = {cell: i for i, cell in reversed(list(enumerate(rows["base"])))}
     rows = rows.assign(first=rows["base"].map(first)).sort_values(["first", "regime"])
     return rows.drop(columns=["regime", "position", "base", "first"]).reset_index(drop=True)
+
+
+def regimes_setting_text(runs: pd.DataFrame) -> str:
+    """Our model, then each regime with its own number of seeds (a partial grid has fewer)."""
+    model = distinct_values(runs, "model").replace(*EMBEDDED_NAME)
+    parts = [f"{label}: {part['seed'].nunique()} seed(s)" for label, part in split_regimes(runs)]
+    return f"ours: {model}; " + "; ".join(parts)
