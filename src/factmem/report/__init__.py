@@ -46,6 +46,7 @@ from factmem.report.regimes import (  # noqa: F401
     regime_contrast,
     regime_forest_rows,
     regimes_setting_text,
+    scored_regimes,
     split_regimes,
 )
 from factmem.report.registry import (  # noqa: F401

@@ -97,7 +97,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         lead[HEAT_TITLE] = heat_map(source.regime, out / "regime_map.png")
     setting = setting_text(source.two_stage)
     if source.published is not None and not source.contrast.empty:  # regimes side by side
-        forest = regime_forest_rows(source.two_stage, source.published)
+        forest = regime_forest_rows(source.two_stage, source.published, source.by_regime)
         setting = regimes_setting_text(source.two_stage)
     elif not source.versus.empty:
         forest = forest_rows(source.versus, source.plain_pairs)

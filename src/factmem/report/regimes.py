@@ -42,6 +42,19 @@ def split_regimes(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             for (facts, neg_lr), indices in sorted(parts.items())]  # fmt: skip
 
 
+def scored_regimes(runs: pd.DataFrame, published: pd.DataFrame | None = None
+                   ) -> list[tuple[str, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]]:
+    """[(regime label, its paper's-cell runs, paired_rows, paper_vs_ours or None)]: each
+    regime scored once (a seeded bootstrap per cell), for the table and the figure alike."""
+    scored = []
+    for label, part in split_regimes(runs):
+        part = part[part["variant"] == ""]
+        paired = paired_rows(part)
+        versus = paper_vs_ours(part, published, paired) if published is not None else None
+        scored.append((label, part, paired, versus))
+    return scored
+
+
 def movement(first: str, last: str) -> str:
     """Our paired verdict at the first regime against the one nearest the paper's."""
     if first in ESTABLISHED and last in ESTABLISHED:
@@ -62,21 +75,19 @@ def _status_text(part: pd.DataFrame, strategy: str) -> str:
     return " / ".join(str(sum(c[s] for c in counts)) for s in FACT_STATUSES)
 
 
-def regime_contrast(runs: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+def regime_contrast(runs: pd.DataFrame, published: pd.DataFrame | None = None,
+                    scored: list | None = None) -> pd.DataFrame:
     """One row a cell (the paper's cells: runs without another variant) that two regimes or
     more have: per regime, our Δ from No Mixing with its seed-level 95% interval and our
     verdict (against the paper's Δ when `published`), kept / hidden / lost; then how the
     verdict moves from the first regime to the last (movement). No Mixing's own row shows
-    its retention per regime."""
-    regimes = split_regimes(runs)
+    its retention per regime. `scored`: scored_regimes of these runs, when the caller has it."""
+    regimes = scored_regimes(runs, published) if scored is None else scored
     if not regimes:
         return pd.DataFrame()
     cells: dict[tuple, dict] = {}
-    for label, part in regimes:
-        part = part[part["variant"] == ""]
-        paired = paired_rows(part)
-        versus = (paper_vs_ours(part, published, paired).set_index(["D_A", "D_B", "strategy"])
-                  if published is not None else None)  # fmt: skip
+    for label, part, paired, versus in regimes:
+        versus = versus.set_index(["D_A", "D_B", "strategy"]) if versus is not None else None
         paired = paired.set_index(["d_a", "d_b", "strategy"]) if not paired.empty else None
         for (d_a, d_b, strategy), of_cell in part.groupby(["d_a", "d_b", "strategy"],
                                                           sort=False):  # fmt: skip
@@ -98,7 +109,7 @@ def regime_contrast(runs: pd.DataFrame, published: pd.DataFrame | None = None) -
                 text += f" (n={ours['seeds']})"
             against = paper["verdict"] if paper is not None and paper["verdict"] else ""
             row["regimes"][label] = (text, ours["verdict"], against, status)
-    labels = [label for label, _ in regimes]
+    labels = [label for label, *_ in regimes]
     rows = []
     for (d_a, d_b, strategy), row in cells.items():
         present = [label for label in labels if label in row["regimes"]]
@@ -125,15 +136,14 @@ def regime_contrast(runs: pd.DataFrame, published: pd.DataFrame | None = None) -
     return table.sort_values("_rank").drop(columns="_rank").set_index(["D_A", "D_B", "strategy"])
 
 
-def regime_forest_rows(runs: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+def regime_forest_rows(runs: pd.DataFrame, published: pd.DataFrame,
+                       scored: list | None = None) -> pd.DataFrame:
     """forest_rows of each regime, a cell's regimes next to each other (labelled by regime),
     for the page's lead figure when a report sets regimes side by side: only the cells that
     two regimes or more have (the others are in the tables)."""
     frames = []
-    for order, (label, part) in enumerate(split_regimes(runs)):
-        part = part[part["variant"] == ""]
-        paired = paired_rows(part)
-        versus = paper_vs_ours(part, published, paired)
+    regimes = scored_regimes(runs, published) if scored is None else scored
+    for order, (label, _, paired, versus) in enumerate(regimes):
         rows = forest_rows(versus, paired) if not versus.empty else pd.DataFrame()
         if not rows.empty:
             frames.append(rows.assign(regime=order, position=range(len(rows)),

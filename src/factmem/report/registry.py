@@ -14,7 +14,7 @@ import pandas as pd
 
 from factmem.regime_map import MAP_TITLE, map_rows, map_table
 from factmem.report.paired import paired_rows, paper_vs_ours
-from factmem.report.regimes import CONTRAST_TITLE, regime_contrast
+from factmem.report.regimes import CONTRAST_TITLE, regime_contrast, scored_regimes
 from factmem.report.rows import db_group
 from factmem.report.tables import (
     CURVE_TITLE,
@@ -55,9 +55,14 @@ class ReportRuns:
         return map_rows(self.runs)
 
     @cached_property
+    def by_regime(self) -> list:
+        """Each regime the two-stage runs hold, scored once (report.regimes.scored_regimes)."""
+        return scored_regimes(self.two_stage, self.published)
+
+    @cached_property
     def contrast(self) -> pd.DataFrame:
         """The paper's cells under each regime the runs hold, side by side (report.regimes)."""
-        return regime_contrast(self.two_stage, self.published)
+        return regime_contrast(self.two_stage, self.published, self.by_regime)
 
     @cached_property
     def paired(self) -> pd.DataFrame:
