@@ -1,6 +1,7 @@
 """Fact scores beside exact match (src/factmem/fact_scores.py): kept / hidden / lost."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ import torch
 from factmem.archive import archive_runs
 from factmem.config import load_config
 from factmem.data.example import encode_prompt, encode_response
-from factmem.evaluation import answer_logits, exact_match
+from factmem.evaluation import answer_logits, exact_match, normalize
+from factmem.evaluation.generation import greedy_generate_with_stops
 from factmem.fact_scores import LENS_TOP_K, score_facts
 from factmem.lens import lens_hits
 from factmem.pipeline import run_experiment
@@ -52,6 +54,24 @@ def test_fact_scores_agree_with_the_model(partly_trained):
         row = p.to_json()
         assert set(FACT_SCORE_FIELDS) <= set(row) and fact_status(row) in ("kept", "hidden",
                                                                           "lost")  # fmt: skip
+
+
+def test_contains_reads_the_whole_output_not_the_cut_one(partly_trained):
+    """Exact match stops a wrong answer at its first wrong token; `contains` must still see
+    a gold the model says later in its output (the hidden facts of generic mixing)."""
+    model, tokenizer, examples = partly_trained
+    whole = greedy_generate_with_stops(model, tokenizer, examples, max_new_tokens=8,
+                                       progress=False)  # fmt: skip
+    said = [(e, out.strip()) for e, (out, _) in zip(examples, whole, strict=True)]
+    # the gold is the model's own output less its first character: said, but not first
+    asked = [replace(e, response=out[1:], answers=()) for e, out in said if len(out) >= 3]
+    predictions = exact_match(model, tokenizer, asked, max_new_tokens=8, progress=False,
+                              fast_path=False)  # fmt: skip
+    assert len(asked) > 3 and all(p.output_cut and not p.correct for p in predictions)
+    score_facts(model, tokenizer, asked, predictions, batch_size=5, max_new_tokens=8)
+    assert all(p.contains for p in predictions)
+    for p in predictions:  # the record holds the output that says it, not the cut "x"
+        assert not p.correct and normalize(p.gold) in normalize(p.output)
 
 
 def test_one_pass_gives_what_two_passes_gave(partly_trained):

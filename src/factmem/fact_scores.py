@@ -5,7 +5,10 @@ shape (after generic-text mixing, answers can start like a passage continuation:
 minds of many people ... Seoul"). So beside every exact-match verdict the pipeline records,
 per fact (weight-free numbers that survive in the archive):
 
-  contains            the gold (an alias) occurs in the greedy output, normalised
+  contains            the gold (an alias) occurs in the greedy output, normalised; exact
+                      match stops generating a wrong answer at its first wrong token, so
+                      those outputs are generated on (until the gold appears, EOS or
+                      evaluation.max_new_tokens) before this is read
   gold_logprob        the gold answer's mean log-probability per token (EOS included)
                       under teacher forcing after the prompt
   first_token_rank    the rank of the gold's first token at the first answer position
@@ -16,8 +19,8 @@ per fact (weight-free numbers that survive in the archive):
 and after the last stage each fact is **kept** (exact match), **hidden** (not exact, but the
 gold is in the output or its first token ranks 1 under teacher forcing: the model still
 leads with it) or **lost** (neither): `records.fact_status`, which the report reads. One
-extra forward pass per set (teacher forcing, with per-layer hooks for the Logit Lens), no
-generation: BENCHMARKS.md measures the cost.
+extra forward pass per set (teacher forcing, with per-layer hooks for the Logit Lens), and
+generation only for the wrong answers exact match cut short: BENCHMARKS.md measures the cost.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from factmem.evaluation import (
     target_logits,
     teacher_forced_batches,
 )
+from factmem.evaluation.generation import greedy_generate_with_stops
 from factmem.lens import LogitLens
 
 LENS_TOP_K = 10  # the paper's Logit Lens top-10
@@ -42,7 +46,8 @@ LENS_TOP_K = 10  # the paper's Logit Lens top-10
 
 def score_facts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 examples: Sequence[Example], predictions: Sequence[Prediction], *,
-                batch_size: int = 64, bf16: bool = False) -> None:  # fmt: skip
+                batch_size: int = 64, bf16: bool = False, max_new_tokens: int = 1000,
+                progress: bool = False) -> None:  # fmt: skip
     """Fill each prediction's fact scores in place (see the module doc).
 
     One forward pass per batch serves both the teacher-forced scores and the Logit Lens:
@@ -69,8 +74,41 @@ def score_facts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 rank = int((lg[0] > lg[0, gold[0]]).sum().item()) + 1
                 layer = next((n + 1 for n, hit in enumerate(row) if hit), None)
                 scores[i] = (mean, rank, layer)
+    _finish_cut_outputs(model, tokenizer, examples, predictions, batch_size=batch_size,
+                        bf16=bf16, max_new_tokens=max_new_tokens, progress=progress)  # fmt: skip
     for i, prediction in enumerate(predictions):
         output = normalize(prediction.output)
         prediction.contains = any(normalize(a) in output for a in prediction.answers if a.strip())
         prediction.gold_logprob = round(scores[i][0], 4)
         prediction.first_token_rank, prediction.lens_first_layer = scores[i][1], scores[i][2]
+
+
+def _finish_cut_outputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                        examples: Sequence[Example], predictions: Sequence[Prediction], *,
+                        batch_size: int, bf16: bool, max_new_tokens: int,
+                        progress: bool) -> None:  # fmt: skip
+    """Generate on the wrong answers exact match cut at their first wrong token, so that
+    `contains` reads what the model says ("in the minds of many people ... Seoul"), not
+    "in". Generation stops once a gold answer appears (contains mode): a cut output then
+    already holds it. The exact-match verdict cannot change: it was final where cut."""
+    cut = [i for i, p in enumerate(predictions) if p.output_cut and not p.correct]
+    if not cut:
+        return
+    outputs = greedy_generate_with_stops(
+        model,
+        tokenizer,
+        [examples[i] for i in cut],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        answers=[predictions[i].answers for i in cut],
+        mode="contains",
+        bf16=bf16,
+        progress=progress,
+    )
+    for i, (output, output_cut) in zip(cut, outputs, strict=True):
+        prediction = predictions[i]
+        if not output.startswith(prediction.output):
+            # greedy decoding in another batch took another path (a near-tie); keep the
+            # output that gave the verdict, so the record never contradicts itself
+            continue
+        prediction.output, prediction.output_cut = output, output_cut

@@ -58,7 +58,8 @@ class EvaluationConfig(StrictModel):
         description="Beside each exact-match verdict, record whether the gold is in the "
         "output, its teacher-forced mean log-prob and first-token rank, and its Logit Lens "
         "layer of first occurrence (src/factmem/fact_scores.py); the report counts D_A facts "
-        "kept / hidden / lost. Two forward passes per scored set.",
+        "kept / hidden / lost. One teacher-forced pass per scored set, plus generating on "
+        "the wrong answers exact match's early stop cut short (for `contains`).",
     )
     curve_every_steps: int = Field(
         0,
