@@ -19,6 +19,13 @@ here in the same dtype.
   fact scores   the teacher-forced log-prob/rank and the Logit Lens layer of every fact
                 (64 KVR facts; + 64 PopQA questions with --data-dir). before: two passes
                 (teacher forcing, then the prompts again with layer hooks); now: one.
+  contains      fact scores on exact match's own predictions, whose wrong answers the early
+                stop cut at their first wrong token. before: `contains` read from the cut
+                output (no generation; it misses a gold said later); now: those answers
+                generated on until the gold, EOS or the cap. Seconds beside exact match's,
+                and how many facts' `contains` the cut output got wrong. `--model PATH`
+                scores a trained model instead (e.g. a stage 2 after generic mixing,
+                whose wrong answers run on like passages).
 
 Every variant's verdicts and scores are compared with the others' (`identical`).
 
@@ -84,6 +91,20 @@ def one_pass_fact_scores(model, tokenizer, examples) -> list[tuple[int, int | No
     return [(p.first_token_rank, p.lens_first_layer) for p in predictions]
 
 
+def contains_after_exact_match(model, tokenizer, examples, finish: bool) -> tuple[list, float]:
+    """`contains` of every fact and the seconds fact scoring took, after exact match."""
+    from factmem.evaluation import exact_match
+    from factmem.fact_scores import score_facts
+
+    predictions = exact_match(model, tokenizer, examples, progress=False)
+    if not finish:  # the old way: no generation, contains read from the cut output
+        for p in predictions:
+            p.output_cut = False
+    start = time.perf_counter()
+    score_facts(model, tokenizer, examples, predictions)
+    return [p.contains for p in predictions], time.perf_counter() - start
+
+
 def timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
@@ -112,6 +133,9 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=64)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--model", help="a trained model's folder (default: the embedded one)")
+    parser.add_argument("--only-contains", action="store_true",
+                        help="only the contains rows (a trained model's)")
     args = parser.parse_args()
 
     from factmem.data.factoid import key_value_recall
@@ -119,7 +143,7 @@ def main() -> None:
     from factmem.familiarity import few_shot_example
     from factmem.models import load_model, load_tokenizer, resolve_model
 
-    path = resolve_model("smollm2-135m")
+    path = args.model or resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
     model = load_model(path, tokenizer)
     kvr = key_value_recall(args.facts, seed=0)
@@ -137,6 +161,19 @@ def main() -> None:
                                                share_prefix=share)]  # fmt: skip
 
     exact_match(model, tokenizer, questions[:2], max_new_tokens=4, progress=False)  # warm-up
+    print(f"model: {path}")
+    print("\n| contains | examples | exact match s | fact scores before s | now s | "
+          "now / exact match | facts whose contains the cut output got wrong |")
+    print("|---|---|---|---|---|---|---|")
+    for name, examples in facts.items():
+        _, match_s = timed(exact_match, model, tokenizer, examples, progress=False)
+        before, before_s = contains_after_exact_match(model, tokenizer, examples, False)
+        now, now_s = contains_after_exact_match(model, tokenizer, examples, True)
+        assert all(n or not b for b, n in zip(before, now, strict=True))  # never lost
+        print(f"| {name} | {len(examples)} | {match_s:.2f} | {before_s:.2f} | {now_s:.2f} | "
+              f"{now_s / match_s:.2f}x | {sum(n != b for b, n in zip(before, now, strict=True))} |")
+    if args.only_contains:
+        return
     rows = []
     naive, naive_s = timed(naive_filter, model, tokenizer, questions, 32)
     before, before_s = timed(judge, False)

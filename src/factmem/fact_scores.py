@@ -8,7 +8,7 @@ per fact (weight-free numbers that survive in the archive):
   contains            the gold (an alias) occurs in the greedy output, normalised; exact
                       match stops generating a wrong answer at its first wrong token, so
                       those outputs are generated on (until the gold appears, EOS or
-                      evaluation.max_new_tokens) before this is read
+                      evaluation.contains_max_new_tokens, 128) before this is read
   gold_logprob        the gold answer's mean log-probability per token (EOS included)
                       under teacher forcing after the prompt
   first_token_rank    the rank of the gold's first token at the first answer position
@@ -46,7 +46,7 @@ LENS_TOP_K = 10  # the paper's Logit Lens top-10
 
 def score_facts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 examples: Sequence[Example], predictions: Sequence[Prediction], *,
-                batch_size: int = 64, bf16: bool = False, max_new_tokens: int = 1000,
+                batch_size: int = 64, bf16: bool = False, max_new_tokens: int = 128,
                 progress: bool = False) -> None:  # fmt: skip
     """Fill each prediction's fact scores in place (see the module doc).
 

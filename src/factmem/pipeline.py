@@ -259,7 +259,8 @@ def _score_sets(stage: Stage, model, tokenizer, progress: bool) -> dict[str, flo
         if config.evaluation.fact_scores:
             score_facts(model, tokenizer, asked, preds, batch_size=config.evaluation.batch_size,
                         bf16=config.evaluation.bf16,
-                        max_new_tokens=config.evaluation.max_new_tokens,
+                        max_new_tokens=min(config.evaluation.contains_max_new_tokens,
+                                           config.evaluation.max_new_tokens),
                         progress=progress)  # fmt: skip
         scores[set_name] = accuracy(preds)
         write_jsonl_atomic(stage.folder.predictions(set_name), (p.to_json() for p in preds))

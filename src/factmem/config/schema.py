@@ -61,6 +61,14 @@ class EvaluationConfig(StrictModel):
         "kept / hidden / lost. One teacher-forced pass per scored set, plus generating on "
         "the wrong answers exact match's early stop cut short (for `contains`).",
     )
+    contains_max_new_tokens: int = Field(
+        128,
+        gt=0,
+        description="Fact scores' `contains` reads a wrong answer exact match cut short "
+        "generated on to the gold, EOS or this many tokens (at most max_new_tokens): a "
+        "passage-long answer (50 words, ~70 tokens) fits; the full 1000 took minutes a set "
+        "where a model runs on (KVR after GSM8K).",
+    )
     curve_every_steps: int = Field(
         0,
         ge=0,
