@@ -166,7 +166,7 @@ def main() -> None:
           "now / exact match | facts whose contains the cut output got wrong |")
     print("|---|---|---|---|---|---|---|")
     for name, examples in facts.items():
-        _, match_s = timed(exact_match, model, tokenizer, examples, progress=False)
+        _, match_s = timed(lambda e: exact_match(model, tokenizer, e, progress=False), examples)
         before, before_s = contains_after_exact_match(model, tokenizer, examples, False)
         now, now_s = contains_after_exact_match(model, tokenizer, examples, True)
         assert all(n or not b for b, n in zip(before, now, strict=True))  # never lost
