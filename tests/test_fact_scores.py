@@ -114,3 +114,23 @@ def test_a_run_records_fact_scores_and_the_archive_and_report_keep_them(tiny_mod
     counts = {s: int(table.iloc[0][s].split()[0]) for s in ("kept", "hidden", "lost")}
     assert sum(counts.values()) == 8
     assert counts == {s: sum(fact_status(r) == s for r in rows) for s in counts}
+
+
+def test_an_answer_that_takes_another_path_keeps_its_cut_output(monkeypatch, caplog):
+    """Generated on in another batch, greedy decoding may split a near-tie the other way:
+    the record then keeps the output that gave the verdict, and says how many did."""
+    import factmem.fact_scores as fact_scores
+    from factmem.data.example import Example
+    from factmem.records import Prediction
+
+    examples = [Example("q1", "Seoul"), Example("q2", "Paris")]
+    predictions = [Prediction("q1", "Seoul", ["Seoul"], "in", False, "generated", True),
+                   Prediction("q2", "Paris", ["Paris"], "the", False, "generated", True)]
+    monkeypatch.setattr(fact_scores, "greedy_generate_with_stops", lambda *a, **k: [
+        ("in the minds of many, Seoul", True), ("a city called Paris", True)])
+    with caplog.at_level("WARNING"):
+        fact_scores._finish_cut_outputs(None, None, examples, predictions, batch_size=2,
+                                        bf16=False, max_new_tokens=8, progress=False)
+    assert predictions[0].output == "in the minds of many, Seoul"
+    assert predictions[1].output == "the" and predictions[1].output_cut  # kept as it was
+    assert "1 of 2 answers took another path" in caplog.text

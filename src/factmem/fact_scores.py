@@ -25,6 +25,7 @@ generation only for the wrong answers exact match cut short: BENCHMARKS.md measu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -40,6 +41,8 @@ from factmem.evaluation import (
 )
 from factmem.evaluation.generation import greedy_generate_with_stops
 from factmem.lens import LogitLens
+
+log = logging.getLogger(__name__)
 
 LENS_TOP_K = 10  # the paper's Logit Lens top-10
 
@@ -105,10 +108,15 @@ def _finish_cut_outputs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
         bf16=bf16,
         progress=progress,
     )
+    diverged = 0
     for i, (output, output_cut) in zip(cut, outputs, strict=True):
         prediction = predictions[i]
         if not output.startswith(prediction.output):
             # greedy decoding in another batch took another path (a near-tie); keep the
             # output that gave the verdict, so the record never contradicts itself
+            diverged += 1
             continue
         prediction.output, prediction.output_cut = output, output_cut
+    if diverged:
+        log.warning("fact scores: %d of %d answers took another path when generated on "
+                    "(a near-tie); their `contains` reads the cut output", diverged, len(cut))
