@@ -1,11 +1,12 @@
 """What the lost D_A answers look like after the last stage: do they begin like a passage
 continuation (a lower-case word such as "in", "to") rather than like a wrong name?
 
-The predictions files cannot tell: scoring stops generating as soon as an answer can no
-longer be right, so a lost answer there is only its first token or two. This script asks
-the run's final model again, greedy and without the early stop, for the whole answer (up to
-`--max-new-tokens`). Needs the runs themselves, with their models (archives keep verdicts,
-not the answers' text, since they quote the datasets).
+Runs scored since 2026-12-05 hold the whole answers in their predictions (fact scores
+generate a wrong answer on, past exact match's early stop, up to 128 tokens), and those are
+read as they are. Older runs hold only the first token or two of a lost answer: for them the
+script asks the run's final model again, greedy and without the early stop (up to
+`--max-new-tokens`). Needs the runs themselves (archives keep verdicts, not the answers'
+text, since they quote the datasets), and for older runs their models.
 
     .venv/bin/python scripts/wrong_answers.py runs/cells-popqa
     .venv/bin/python scripts/wrong_answers.py runs/cells-popqa/seed2_popqa_entityquestions_*
@@ -52,7 +53,10 @@ def main() -> None:
         file = run.stage(len(results.stages)).predictions(first)
         scored = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
         lost = [s for s in scored if not s["correct"]]
-        answers = whole_answers(run.path, [s["prompt"] for s in lost], args.max_new_tokens)
+        if all(not s.get("output_cut") or s.get("contains") for s in lost):
+            answers = [s["output"] for s in lost]  # whole (or cut where the gold appeared)
+        else:  # scored before fact scores generated wrong answers on: ask the model again
+            answers = whole_answers(run.path, [s["prompt"] for s in lost], args.max_new_tokens)
         first_words = [a.split()[0] if a.split() else "" for a in answers]
         lower = [w for w in first_words if w.islower()]
         common = ", ".join(f"{w} x{n}" for w, n in Counter(lower).most_common(3))
