@@ -251,8 +251,8 @@ def test_every_grid_preset_expands(monkeypatch):
     # (128 facts; GSM8K held at 32 as in the map). None of these has a paper profile: the
     # GPU cell is one, and the paper's own cells are cells-*'s --profile paper.
     large = {"regime-map": {32, 128, 512}, "gpu-paper": {2000}, "regime-strategies": {128},
-             "regime-extras": {128, 32}}  # fmt: skip
-    no_paper_profile = {"gpu-paper", "regime-strategies", "regime-extras"}
+             "regime-extras": {128, 32}, "regime-steps": {128}}  # fmt: skip
+    no_paper_profile = {"gpu-paper", "regime-strategies", "regime-extras", "regime-steps"}
     presets = sorted((Path(__file__).parents[1] / "configs" / "grids").glob("*.yaml"))
     assert len(presets) >= 7
     for preset in presets:
