@@ -42,9 +42,10 @@ WHEELS = [
 PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:",
             *[a for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
                           "manylinux2014_x86_64") for a in ("--platform", p)]]  # fmt: skip
-# the paper cell's data (PopQA -> LAMA, generic text), as ../shared/data lays them out
+# the paper cell's data (PopQA -> LAMA, generic text) and the regime row's GSM8K, as
+# ../shared/data lays them out
 DATA = ["popqa/popqa_2000.json", "lama/trex_lms_vocab", "lama/relations.jsonl",
-        "nltk/state_union.zip"]  # fmt: skip
+        "nltk/state_union.zip", "gsm8k/train.jsonl"]  # fmt: skip
 
 
 class BundleError(SystemExit):
@@ -133,7 +134,7 @@ def prepare(data_dir: Path | None, out: Path, part_bytes: int) -> dict:
             for relative in DATA:
                 source = data_dir / relative
                 if not source.exists():
-                    raise BundleError(f"{source} is missing (the paper cell's data)")
+                    raise BundleError(f"{source} is missing (the GPU check's data)")
                 contents.append(f"data/{relative}")
         payload = Path(tmp) / "payload.tar"
         with tarfile.open(payload, "w") as tar:

@@ -12,6 +12,11 @@ reason) once the call's time budget could not fit it:
   5. paper cell    configs/grids/gpu-paper.yaml: PopQA -> LAMA at the paper's fact count,
                    No Mixing, -/Generic, -/Random, seed 0, its three runs as parallel processes
                    once their shared stage 1 is trained; then `factmem report`
+  6. regime row    configs/grids/regime-map.yaml's 512-fact row (issue 25: 2-3 hours a run on
+                   the CPU), its three learning rates as parallel processes; then its report.
+                   Last, so a first call spends its budget on 1-5; a second call runs it
+                   alone: `bash scripts/gpu_check.sh --steps regime-row`
+`--steps` picks steps (the environment always runs).
 Everything worth keeping goes under --out (the device's $OUT): gpu_check.log, summary.json,
 and results.tar.gz (weight-free archives, reports, benchmark JSON), within what one call
 brings back (8 files, 16 MiB each).
@@ -42,6 +47,7 @@ import gpu_bundle  # noqa: E402  (standard library only, beside this file)
 
 PAPER_FACTS = 2000
 RESULT_LIMIT = 16 * 2**20  # one file back from the device
+STEPS = ("cuda-tests", "default-run", "throughput", "paper-cell", "regime-row")
 
 
 class Check:
@@ -195,11 +201,50 @@ def paper_cell(check: Check, data_dir: Path, facts: int, extra: list[str]) -> No
                   needs_s=10)  # fmt: skip
 
 
+REGIME_ROW_RATES = ("0.0003", "0.0001", "5e-05")  # the map's learning-rate labels
+
+
+def regime_row(check: Check, data_dir: Path, extra: list[str]) -> None:
+    """The regime map's 512-fact row: one process per learning rate (each runs the three
+    pairs, the two KVR pairs sharing their stage 1), side by side on the one device, into
+    the same archive as the paper cell; then the map's report of what came back."""
+    archive = check.work / "archive"
+    base = ["grid", "regime-map", "--only", "facts=512", "--data-dir", str(data_dir),
+            "--archive", str(archive), "--set", f"output_dir={check.work / 'runs'}", *extra,
+            "--quiet"]  # fmt: skip
+    if check.left() < 120:
+        check.run("regime row", [], needs_s=120)
+        return
+    check.log("[regime row] learning rates " + ", ".join(REGIME_ROW_RATES) + " as processes")
+    start = time.monotonic()
+    procs = {rate: subprocess.Popen(check.factmem(*base, "--only",
+                                                  f"training.learning_rate={rate}"),
+                                    cwd=ROOT, env=check.env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for rate in REGIME_ROW_RATES}  # fmt: skip
+    for rate, proc in procs.items():
+        try:
+            output, _ = proc.communicate(timeout=max(check.left(), 1))
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, rc = proc.communicate()[0], "timeout"
+        check.log_file.write(output)
+        check.summary["steps"][f"regime row: lr {rate}"] = {
+            "status": "ok" if rc == 0 else f"failed ({rc})",
+            "seconds": round(time.monotonic() - start, 1)}  # fmt: skip
+        check.log(f"[regime row: lr {rate}] {'ok' if rc == 0 else f'FAILED ({rc})'}")
+    if (archive / "regime-map").is_dir():
+        check.run("regime row report", check.factmem(
+            "report", str(archive / "regime-map"), "--paper", "remix", "--out",
+            str(check.work / "regime-report")), needs_s=10)  # fmt: skip
+
+
 def pack(check: Check) -> None:
     """results.tar.gz: archives, report, benchmark JSON (no weights), under one device file."""
     target = check.out / "results.tar.gz"
     with tarfile.open(target, "w:gz") as tar:
-        for name in ("archive", "report"):
+        for name in ("archive", "report", "regime-report"):
             if (check.work / name).is_dir():
                 tar.add(check.work / name, arcname=name)
         for file in sorted(check.work.glob("*.json")):
@@ -238,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU, tiny random model, data from --data-dir (the test suite)")
     parser.add_argument("--data-dir", type=Path, help="with --smoke: the data folder")
     parser.add_argument("--facts", type=int, default=PAPER_FACTS)
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS),
+                        help="which steps to run (default: all, in this order)")
     args = parser.parse_args(argv)
     started = time.monotonic()  # the budget counts the unpacking and installing too
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
@@ -267,11 +314,16 @@ def main(argv: list[str] | None = None) -> int:
                       "--set", "stages[0].stop.epochs=2", "--set", "stages[1].stop.epochs=1"]
         extra = [*quick, "--set", "stages[0].stop.max_epochs=2",
                  "--set", "stages[1].stop.max_epochs=1"]  # fmt: skip
-    check.run("cuda tests", check.python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                                         "-m", "cuda", "tests/test_cuda.py"), needs_s=20)
-    default_run(check, model_args)
-    throughput(check, model, epochs, 8 if args.smoke else 32)
-    unknown = unfamiliar_popqa(check, data_dir, model)
+    steps = set(args.steps)
+    if "cuda-tests" in steps:
+        check.run("cuda tests", check.python("-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                             "-rs", "-m", "cuda", "tests/test_cuda.py"),
+                  needs_s=20)  # fmt: skip
+    if "default-run" in steps:
+        default_run(check, model_args)
+    if "throughput" in steps:
+        throughput(check, model, epochs, 8 if args.smoke else 32)
+    unknown = unfamiliar_popqa(check, data_dir, model) if "paper-cell" in steps else None
     if unknown:
         # popqa draws from every other fact (popqa_id, the unseen facts of its kind, from
         # the rest): a stage holds at most half of the unfamiliar ones
@@ -280,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             check.log(f"[paper cell] {unknown} unfamiliar PopQA facts in the local file, half "
                       f"of them drawable: {facts} per stage instead of {args.facts}")
         paper_cell(check, data_dir, facts, extra)
+    if "regime-row" in steps:
+        # smoke: the row's 512 facts (and GSM8K's 32/128) cut to the tiny model's size
+        sizes = ["--set", "stages[0].size=4", "--set", "stages[1].size=4"] if args.smoke else []
+        regime_row(check, data_dir, [*extra, *sizes])
     pack(check)
     failed = [s for s, r in check.summary["steps"].items() if r["status"] != "ok"]
     check.summary["failed_or_skipped"] = failed

@@ -68,7 +68,8 @@ def test_the_check_without_its_bundle_says_what_is_missing(tmp_path):
 
 
 def _smoke_data(root: Path) -> Path:
-    """The paper cell's files in their upstream layouts, written here (never the samples)."""
+    """The paper cell's and the regime row's files in their upstream layouts, written here
+    (never the samples)."""
     (root / "popqa").mkdir(parents=True)
     rows = [{"input": f"Who made widget {i}?", "output": json.dumps([f"Maker {i}"]), "id": i,
              "s_pop": 3, "o_pop": 5} for i in range(12)]  # fmt: skip
@@ -78,6 +79,10 @@ def _smoke_data(root: Path) -> Path:
     (root / "lama" / "trex_lms_vocab" / "P19.jsonl").write_text("".join(
         json.dumps({"sub_label": f"Person {i}", "obj_label": f"Town{i}", "uuid": str(i)}) + "\n"
         for i in range(30)))  # fmt: skip
+    (root / "gsm8k").mkdir()
+    (root / "gsm8k" / "train.jsonl").write_text("".join(
+        json.dumps({"question": f"What is {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}\n"
+                    f"#### {2 * i}"}) + "\n" for i in range(12)))  # fmt: skip
     (root / "nltk").mkdir()
     with zipfile.ZipFile(root / "nltk" / "state_union.zip", "w") as archive:
         for d in range(4):
@@ -105,5 +110,12 @@ def test_the_whole_check_runs_on_the_cpu_with_a_tiny_model(tmp_path):
     runs = {n.split("/")[2] for n in names if n.startswith("archive/gpu-paper/")
             and n.endswith("results.json")}  # fmt: skip
     assert runs == {"seed0_no-mixing", "seed0_none_generic", "seed0_none_random"}
+    row = {n.split("/")[2] for n in names if n.startswith("archive/regime-map/")
+           and n.endswith("results.json")}  # fmt: skip
+    rates = ("0.0003", "0.0001", "5e-05")
+    assert row == {f"facts512_learning_rate{rate}_{pair}" for rate in rates
+                   for pair in ("popqa-lama", "kvr-gsm8k", "kvr-gsm8k128")}  # fmt: skip
+    assert all(steps[f"regime row: lr {r}"]["status"] == "ok" for r in rates)
+    assert "regime-report/report.md" in names
     assert "report/report.md" in names and not [n for n in names if n.endswith(".safetensors")]
     assert (out / "gpu_check.log").stat().st_size > 0
