@@ -536,3 +536,31 @@ def test_the_report_opens_with_ours_beside_the_papers_change(paired_dir, tmp_pat
     assert page.index(html.escape(FOREST_TITLE)) < page.index("<table")
     assert setting_text(runs) in page and "3 seed(s)" in setting_text(runs)
     assert "ours Δ [95% interval]" in page and "seeds resampled" in page
+
+
+def test_each_strategy_is_paired_against_a_control_named_by_versus(paired_dir, tmp_path,
+                                                                   capsys):  # fmt: skip
+    """`--versus 'Replay 0.1'`: Random/- keeps all 20 facts against the control's 10 (facts 0-8
+    and 10) in every seed; -/Generic keeps 5, all of which the control keeps too."""
+    from factmem.report import CONTROLS_TITLE, TABLES, controls_table
+
+    table = controls_table(collect_runs(paired_dir), ["Replay 0.1"])
+    assert set(table.index.get_level_values("strategy")) == {"Random/-", "-/Generic (state_union)"}
+    random = table.loc[("kvr", "kvr_id", "Random/-", "Replay 0.1")]
+    assert random["Δ vs control (points)"] == "+50.0" and random["verdict"] == "higher"
+    assert random["kept only with / without"] == "30 / 0"
+    generic = table.loc[("kvr", "kvr_id", "-/Generic (state_union)", "Replay 0.1")]
+    assert generic["Δ vs control (points)"] == "-25.0"
+    assert generic["kept only with / without"] == "0 / 15"
+
+    out = tmp_path / "report"
+    assert main(["report", str(paired_dir), "--out", str(out), "--versus", "Replay 0.1"]) == 0
+    page = (out / "report.md").read_text()
+    assert f"## {CONTROLS_TITLE}" in page and (out / f"{TABLES[CONTROLS_TITLE]}.csv").is_file()
+    from factmem.report import made_by
+
+    assert made_by(out)[-2:] == ["--versus", "Replay 0.1"]  # rebuilds with the same control
+    assert main(["report", str(paired_dir), "--out", str(out)]) == 0  # without it: gone
+    assert not (out / f"{TABLES[CONTROLS_TITLE]}.csv").is_file()
+    assert main(["report", str(paired_dir), "--versus", "Plain 3x steps"]) == 2
+    assert "--versus 'Plain 3x steps': no run of that strategy here" in capsys.readouterr().err

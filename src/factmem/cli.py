@@ -147,7 +147,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     _setup_logging(None, True)
     page = write_report([Path(d) for d in args.runs_dirs], Path(args.out) if args.out else None,
-                        args.paper)  # fmt: skip
+                        args.paper, args.versus)  # fmt: skip
     print(f"wrote {page.parent}/ (report.md, report.html, a .csv and .tex per table, *.png)")
 
 
@@ -294,6 +294,10 @@ def _add_results(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--out", help="output folder (default: FIRST_RUNS_DIR/report)")
     report.add_argument("--paper", help="paper vs ours: `remix` (the REMIX paper's Tables 2-6, "
                         "shipped with factmem) or a YAML of published cells")  # fmt: skip
+    report.add_argument("--versus", action="append", default=[], metavar="STRATEGY",
+                        help="also pair every strategy against this one, fact by fact, as "
+                        "against No Mixing: a control, e.g. 'Plain 3x steps' or 'Replay 0.1' "
+                        "(repeatable)")  # fmt: skip
     report.set_defaults(func=cmd_report)
 
 

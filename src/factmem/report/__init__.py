@@ -79,12 +79,14 @@ from factmem.report.rows import (  # noqa: F401
     trained_apart,
 )
 from factmem.report.tables import (  # noqa: F401
+    CONTROLS_TITLE,
     CURVE_EPOCHS,
     CURVE_TITLE,
     LOSS_TITLE,
     STATUS_TITLE,
     aggregate,
     cell_text,
+    controls_table,
     curve_points,
     curve_table,
     kept_text,

@@ -8,6 +8,7 @@ import html
 import logging
 import re
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,8 @@ GLOSSARY = {
     "mean ± std, n": "over seeds: the mean and the sample standard deviation of n seeds.",
     "Δ vs No Mixing": "a strategy's D_A exact match minus that of its No Mixing twin (same "
     "D_A facts, D_B and seed), in points, fact by fact.",
+    "Δ vs control": "`--versus`: the same, against another strategy's twin (a control) "
+    "instead of No Mixing's; kept only with / without then count against the control.",
     "95% interval": "bootstrap over facts, resampled within each seed (10,000 resamples).",
     "seeds resampled": "hierarchical bootstrap: seeds first, then facts within each drawn "
     "seed; wider when seeds disagree.",
@@ -82,15 +85,21 @@ def all_hundred(table: pd.DataFrame) -> bool:
 
 
 def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
-                 paper: str | Path | None = None) -> Path:  # fmt: skip
+                 paper: str | Path | None = None, versus: Sequence[str] = ()) -> Path:  # fmt: skip
     """Tables (md, csv, tex), figures (png) and report.html under `out`; returns the page.
 
-    `runs_dirs`: runs folders and/or archives; `paper`: `remix` or a YAML of published cells."""
+    `runs_dirs`: runs folders and/or archives; `paper`: `remix` or a YAML of published cells;
+    `versus`: strategies (controls) to pair every other strategy against, beside No Mixing."""
     dirs = [runs_dirs] if isinstance(runs_dirs, Path) else list(runs_dirs)
     out = out or dirs[0] / "report"
     runs = collect_runs(dirs)
+    strategies = set(runs["strategy"])
+    for control in versus:
+        if control not in strategies:
+            raise FactmemError(f"--versus {control!r}: no run of that strategy here (they are: "
+                               f"{', '.join(sorted(strategies))})")  # fmt: skip
     published = load_paper_numbers(paper_numbers_path(paper)) if paper is not None else None
-    source = ReportRuns(runs, published)
+    source = ReportRuns(runs, published, tuple(versus))
     tables = build_tables(source)
     lead: dict[str, Path] = {}  # the answer, shown before every table
     if not source.regime.empty:  # a regime-map grid: the map is its answer
@@ -112,7 +121,8 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         lead[FOREST_TITLE] = forest_plot(forest, setting, out / "paper_vs_ours.png")
     command = " ".join(["factmem report", *map(str, dirs)]
                        + ([f"--out {out}"] if out != dirs[0] / "report" else [])
-                       + ([f"--paper {paper}"] if paper is not None else []))  # fmt: skip
+                       + ([f"--paper {paper}"] if paper is not None else [])
+                       + [f"--versus {shlex.quote(c)}" for c in versus])  # fmt: skip
     name = ", ".join(dict.fromkeys(d.resolve().name for d in dirs))
     made_by = f"{len(runs)} finished runs ({setting_text(runs)}). Made by `{command}`."
     summary = summary_items(runs)

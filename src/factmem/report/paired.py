@@ -21,25 +21,31 @@ BASELINE = "No Mixing"
 PAPER_BASELINES = (BASELINE, "Replay 0.0")
 
 
-def twins(runs: pd.DataFrame) -> dict[tuple, list[tuple[Any, Any]]]:
+def twins(runs: pd.DataFrame, baseline_strategy: str = BASELINE
+          ) -> dict[tuple, list[tuple[Any, Any]]]:  # fmt: skip
     """{(D_A, D_B, variant, strategy): [(run, its No Mixing twin or None), ...]}: every run of
-    a strategy beside the No Mixing run of the same D_A, D_B, variant and seed, in the order
-    the runs come. The one pairing every paired table uses."""
+    a strategy beside the No Mixing run (or `baseline_strategy`'s: a control, `--versus`) of
+    the same D_A, D_B, variant and seed, in the order the runs come. The one pairing every
+    paired table uses."""
     pairs: dict[tuple, list[tuple[Any, Any]]] = {}
     for (d_a, d_b, variant), part in runs.groupby(["d_a", "d_b", "variant"], sort=False):
-        baseline = {r.seed: r for r in part.itertuples() if r.strategy == BASELINE}
-        for run in part[part["strategy"] != BASELINE].itertuples():
+        baseline = {r.seed: r for r in part.itertuples() if r.strategy == baseline_strategy}
+        if baseline_strategy != BASELINE and not baseline:
+            continue  # a control that this cell did not run
+        # against a control, No Mixing is left out too: the main table has it, sign reversed
+        for run in part[~part["strategy"].isin({baseline_strategy, BASELINE})].itertuples():
             pairs.setdefault((d_a, d_b, variant, run.strategy), []).append(
                 (run, baseline.get(run.seed)))
     return pairs
 
 
-def paired_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every strategy against No Mixing of the same D_A, D_B, variant and seeds, fact by
-    fact (D_A after the last stage): difference (points), 95% interval, McNemar p, verdict.
-    Seeds without a No Mixing twin, or whose facts differ, are left out (and counted)."""
+def paired_rows(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """Every strategy against No Mixing (or `baseline`, a control) of the same D_A, D_B,
+    variant and seeds, fact by fact (D_A after the last stage): difference (points), 95%
+    interval, McNemar p, verdict. Seeds without a twin, or whose facts differ, are left out
+    (and counted)."""
     rows = []
-    for (d_a, d_b, variant, strategy), runs_of in twins(runs).items():
+    for (d_a, d_b, variant, strategy), runs_of in twins(runs, baseline).items():
         pairs, unpaired, apart = [], 0, 0
         for run, twin_run in runs_of:
             twin = (twin_run.da_verdicts or {}) if twin_run is not None else {}

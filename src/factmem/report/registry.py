@@ -17,9 +17,11 @@ from factmem.report.paired import paired_rows, paper_vs_ours
 from factmem.report.regimes import CONTRAST_TITLE, regime_contrast, scored_regimes
 from factmem.report.rows import db_group
 from factmem.report.tables import (
+    CONTROLS_TITLE,
     CURVE_TITLE,
     LOSS_TITLE,
     STATUS_TITLE,
+    controls_table,
     curve_table,
     loss_table,
     paired_table,
@@ -41,6 +43,7 @@ class ReportRuns:
 
     runs: pd.DataFrame
     published: pd.DataFrame | None = None
+    controls: tuple[str, ...] = ()  # strategies to pair every other against (`--versus`)
 
     @cached_property
     def two_stage(self) -> pd.DataFrame:
@@ -122,6 +125,7 @@ REGISTRY: tuple[Table, ...] = (
           lambda r: r.paired),
     Table("paired_by_seed", "The same, seed by seed (D_A after the last stage, %)",
           _paired_by_seed),
+    Table("paired_controls", CONTROLS_TITLE, lambda r: controls_table(r.runs, r.controls)),
     Table("fact_status", STATUS_TITLE, lambda r: status_table(r.runs)),
     Table("curves", CURVE_TITLE, lambda r: curve_table(r.runs)),
     Table("replay", "Replay: D_A after the last stage, replayed facts apart from the rest",

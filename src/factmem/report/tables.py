@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from factmem.records import FACT_STATUSES
-from factmem.report.paired import paired_rows, twins
+from factmem.report.paired import BASELINE, paired_rows, twins
 from factmem.report.rows import db_group, ordered_pairs, row_label, row_labels
 from factmem.stats import mean_std_text
 
@@ -78,16 +80,16 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["D_A", "strategy", "later stages"])
 
 
-def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
+def paired_table(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """paired_rows as text, one row per (D_A, D_B, strategy)."""
-    rows = paired_rows(runs)
+    rows = paired_rows(runs, baseline)
     if rows.empty:
         return rows
     out = pd.DataFrame({
         "D_A": rows["d_a"], "D_B": rows["d_b"],
         "strategy": row_labels(rows),
         "seeds": rows["seeds"], "facts": rows["facts"],
-        "Δ vs No Mixing (points)": rows["difference"].map(lambda d: f"{d:+.1f}"),
+        f"Δ vs {baseline} (points)": rows["difference"].map(lambda d: f"{d:+.1f}"),
         "95% interval": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(rows["low"], rows["high"],
                                                                     strict=True)],
         "95% interval, seeds resampled": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(
@@ -98,10 +100,27 @@ def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
         "verdict": rows["verdict"],
     })  # fmt: skip
     if rows["unpaired seeds"].any():  # runs left out of the comparison are shown, not hidden
-        out["left out (no No Mixing twin with the same facts)"] = rows["unpaired seeds"]
+        out[f"left out (no {baseline} twin with the same facts)"] = rows["unpaired seeds"]
     if rows["trained apart"].any():  # pairs that do not start from one model are named
         out["seeds whose shared stage 1 was trained apart"] = rows["trained apart"]
     return out.set_index(["D_A", "D_B", "strategy"])
+
+
+CONTROLS_TITLE = ("D_A after the last stage: each strategy minus a control (`--versus`), "
+                  "fact by fact")
+
+
+def controls_table(runs: pd.DataFrame, controls: Sequence[str]) -> pd.DataFrame:
+    """Each strategy against each control named by `--versus` (e.g. Plain 3x steps, a D_B
+    trained alone for a mixed stage's steps; or Replay 0.1 against REMIX), fact by fact, as
+    the No Mixing table is: whether a strategy's change is its own or the control's."""
+    parts = []
+    for control in controls:
+        table = paired_table(runs, control)
+        if not table.empty:
+            parts.append(table.rename(columns=lambda c, name=control: c.replace(name, "control"))
+                         .assign(control=control).set_index("control", append=True))
+    return pd.concat(parts) if parts else pd.DataFrame()
 
 
 def per_seed_table(runs: pd.DataFrame) -> pd.DataFrame:
