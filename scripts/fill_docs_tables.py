@@ -17,9 +17,10 @@ from factmem.report import table_title
 
 ROOT = Path(__file__).resolve().parents[1]
 # the report's own section titles, from its registry of tables
-VERSUS, PAIRED, SEEDS, REPLAY, CURVES, LOSS, MAP_TITLE, CONTRAST, STATUS = map(table_title, (
+(VERSUS, PAIRED, SEEDS, REPLAY, CURVES, LOSS, MAP_TITLE, CONTRAST, STATUS,
+ CONTROLS) = map(table_title, (
     "paper_vs_ours", "paired", "paired_by_seed", "replay", "curves", "last_loss", "regime_map",
-    "regime_contrast", "fact_status"))
+    "regime_contrast", "fact_status", "paired_controls"))
 TITLES = {
     VERSUS: "**Paper vs ours** (D_A after stage 2, %)",
     PAIRED: "**Each strategy minus No Mixing, fact by fact** (D_A after stage 2)",
@@ -30,11 +31,12 @@ TITLES = {
     MAP_TITLE: "**The map** (No Mixing, seed 0; %)",
     CONTRAST: "**Each strategy's change from No Mixing, today's point beside the chosen one**",
     STATUS: "**Kept / hidden / lost D_A facts after stage 2**",
+    CONTROLS: "**Each strategy minus a control, fact by fact** (D_A after stage 2)",
 }
 # grid -> the report sections its docs block shows; the README's table gathers the "Paper vs
 # ours" rows of the grids that show that section (the paper's cells).
 GRIDS = {
-    "cells-popqa": (VERSUS, PAIRED, SEEDS, REPLAY),
+    "cells-popqa": (VERSUS, PAIRED, SEEDS, REPLAY, CONTROLS),
     "cells-triviaqa": (VERSUS, PAIRED, SEEDS, REPLAY),
     "cells-kvr": (VERSUS, PAIRED, SEEDS, REPLAY),
     "cells-popqa-model": (PAIRED, SEEDS),

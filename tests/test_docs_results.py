@@ -13,12 +13,22 @@ REPORTS = sorted(p.parent.relative_to(REPOSITORY)
                  for p in (REPOSITORY / "docs" / "results").glob("*/report/report.md"))  # fmt: skip
 
 
-def sources(report: Path) -> list[Path]:
+def sources(report: Path) -> tuple[list[Path], list[str]]:
     """The archived grids a committed report was made from, as its report.md says: its own
-    grid first, then any set beside it (e.g. another regime's cells)."""
+    grid first, then any set beside it (e.g. another regime's cells); and its controls
+    (`--versus`)."""
     words = made_by(report)
-    assert words[-2:] == ["--paper", "remix"], words  # the documented command
-    return [Path(w) for w in words[:-2]]
+    assert words[-2:] == ["--paper", "remix"] or "--paper remix" in " ".join(words), words
+    grids, versus = [], []
+    while words:
+        word = words.pop(0)
+        if word == "--versus":
+            versus.append(words.pop(0))
+        elif word == "--paper":
+            assert words.pop(0) == "remix", report  # the documented command
+        else:
+            grids.append(Path(word))
+    return grids, versus
 
 
 @pytest.mark.skipif(not REPORTS, reason="no committed report under docs/results")
@@ -26,9 +36,9 @@ def sources(report: Path) -> list[Path]:
 def test_the_committed_report_is_rebuilt_from_the_committed_archive(report, tmp_path,
                                                                       monkeypatch):  # fmt: skip
     monkeypatch.chdir(REPOSITORY)  # the documented command runs from the repository
-    grids = sources(report)
+    grids, versus = sources(report)
     assert grids[0] == report.parent, "a report lives in the folder of its first grid"
-    write_report(grids, tmp_path / "report", paper="remix")
+    write_report(grids, tmp_path / "report", paper="remix", versus=versus)
     committed = sorted(p.name for p in (REPOSITORY / report).glob("*.csv"))
     assert committed, report
     assert committed == sorted(p.name for p in (tmp_path / "report").glob("*.csv"))
