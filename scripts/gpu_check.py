@@ -97,6 +97,24 @@ class Check:
         self.log(f"[{step}] {'ok' if ok else f'FAILED ({rc})'} in {seconds} s")
         return ok
 
+    def side_by_side(self, commands: dict[str, list[str]]) -> None:
+        """Steps as processes at once on the one device, each cut at the deadline."""
+        start = time.monotonic()
+        procs = {step: subprocess.Popen(command, cwd=ROOT, env=self.env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                 for step, command in commands.items()}  # fmt: skip
+        for step, proc in procs.items():
+            try:
+                output, _ = proc.communicate(timeout=max(self.left(), 1))
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, rc = proc.communicate()[0], "timeout"
+            self.log_file.write(output)
+            self.summary["steps"][step] = {"status": "ok" if rc == 0 else f"failed ({rc})",
+                                           "seconds": round(time.monotonic() - start, 1)}
+            self.log(f"[{step}] {'ok' if rc == 0 else f'FAILED ({rc})'}")
+
     def python(self, *args: str) -> list[str]:
         return [sys.executable, *args]
 
@@ -178,23 +196,8 @@ def paper_cell(check: Check, data_dir: Path, facts: int, extra: list[str]) -> No
         check.run("paper cell: -/Generic, -/Random", [], needs_s=60)
         return
     check.log("[paper cell] -/Generic and -/Random as two processes on the one device")
-    start = time.monotonic()
-    procs = {s: subprocess.Popen(check.factmem(*base, "--only", f"strategy={s}"), cwd=ROOT,
-                                 env=check.env, text=True, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
-             for s in ("-/Generic", "-/Random")}  # fmt: skip
-    for strategy, proc in procs.items():
-        try:
-            output, _ = proc.communicate(timeout=max(check.left(), 1))
-            rc = proc.returncode
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, rc = proc.communicate()[0], "timeout"
-        check.log_file.write(output)
-        check.summary["steps"][f"paper cell: {strategy}"] = {
-            "status": "ok" if rc == 0 else f"failed ({rc})",
-            "seconds": round(time.monotonic() - start, 1)}  # fmt: skip
-        check.log(f"[paper cell: {strategy}] {'ok' if rc == 0 else f'FAILED ({rc})'}")
+    check.side_by_side({f"paper cell: {s}": check.factmem(*base, "--only", f"strategy={s}")
+                        for s in ("-/Generic", "-/Random")})  # fmt: skip
     if (archive / "gpu-paper").is_dir():
         check.run("report", check.factmem("report", str(archive / "gpu-paper"), "--paper",
                                           "remix", "--out", str(check.work / "report")),
@@ -216,24 +219,8 @@ def regime_row(check: Check, data_dir: Path, extra: list[str]) -> None:
         check.run("regime row", [], needs_s=120)
         return
     check.log("[regime row] learning rates " + ", ".join(REGIME_ROW_RATES) + " as processes")
-    start = time.monotonic()
-    procs = {rate: subprocess.Popen(check.factmem(*base, "--only",
-                                                  f"training.learning_rate={rate}"),
-                                    cwd=ROOT, env=check.env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for rate in REGIME_ROW_RATES}  # fmt: skip
-    for rate, proc in procs.items():
-        try:
-            output, _ = proc.communicate(timeout=max(check.left(), 1))
-            rc = proc.returncode
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, rc = proc.communicate()[0], "timeout"
-        check.log_file.write(output)
-        check.summary["steps"][f"regime row: lr {rate}"] = {
-            "status": "ok" if rc == 0 else f"failed ({rc})",
-            "seconds": round(time.monotonic() - start, 1)}  # fmt: skip
-        check.log(f"[regime row: lr {rate}] {'ok' if rc == 0 else f'FAILED ({rc})'}")
+    check.side_by_side({f"regime row: lr {rate}": check.factmem(
+        *base, "--only", f"training.learning_rate={rate}") for rate in REGIME_ROW_RATES})
     if (archive / "regime-map").is_dir():
         check.run("regime row report", check.factmem(
             "report", str(archive / "regime-map"), "--paper", "remix", "--out",
