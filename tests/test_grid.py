@@ -342,3 +342,36 @@ def test_only_runs_a_slice_with_the_full_grid_names(tiny_model_dir, tmp_path):
         load_grid(path, only=["D_B=lama"])
     with pytest.raises(ConfigError, match="axis 'seed' has no value '7'; values: 0, 1"):
         load_grid(path, only=["seed=7"])
+
+
+def test_runs_archived_under_another_data_dir_spelling_are_named_not_retrained(
+        tiny_model_dir, tmp_path, monkeypatch):  # fmt: skip
+    """Stage fingerprints name the data path: the same files under another --data-dir
+    spelling (here a symlink) make other fingerprints. Going on would train every run again
+    and replace its archive; the grid refuses, naming the run, field, both paths and the fix."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "words.txt").write_text("\n".join(f"word{i}" for i in range(50)))
+    (tmp_path / "elsewhere").symlink_to(data)
+    mixing = {"source": "random_words", "words": 4, "word_list": "{data_dir}/words.txt"}
+    axes = {"strategy": {"-/Random": {"stages[1].mixing": mixing}}, "seed": [0]}
+    archive = tmp_path / "archive"
+    first = load_grid(_grid_file(tmp_path / "a", tiny_model_dir, axes=axes), data_dir=str(data))
+    run_grid(first, progress=False, archive=archive)
+    same = load_grid(_grid_file(tmp_path / "b", tiny_model_dir, axes=axes), data_dir=str(data))
+    assert "1 archived" in status_table(same, archive)
+
+    moved = load_grid(_grid_file(tmp_path / "c", tiny_model_dir, axes=axes),
+                      data_dir=str(tmp_path / "elsewhere"))  # fmt: skip
+    assert "another --data-dir" in status_table(moved, archive)
+    trained = _count_trainings(monkeypatch)
+    with pytest.raises(ConfigError, match=r"1 run\(s\) are archived .* stages\[1\]\.mixing\."
+                       r"word_list = .*/data/words.txt there, .*/elsewhere/words.txt here.*"
+                       r"'.*/elsewhere' -> '.*/data'"):  # fmt: skip
+        run_grid(moved, progress=False, archive=archive)
+    assert trained == []
+    # another setting as well as another path: a different run, not a spelling
+    changed = load_grid(_grid_file(tmp_path / "d", tiny_model_dir, axes=axes),
+                        overrides=["training.learning_rate=0.02"],
+                        data_dir=str(tmp_path / "elsewhere"))  # fmt: skip
+    assert "another --data-dir" not in status_table(changed, archive)

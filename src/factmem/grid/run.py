@@ -14,7 +14,14 @@ from factmem.atomic import write_json_atomic
 from factmem.config import load_config
 from factmem.errors import ConfigError, FactmemError
 from factmem.grid.plan import Grid, GridError, GridRun, stage_finished
-from factmem.grid.status import archived, describe_plan, run_state, tracked, write_plan
+from factmem.grid.status import (
+    archived,
+    check_archive_paths,
+    describe_plan,
+    run_state,
+    tracked,
+    write_plan,
+)
 from factmem.layout import RunFolder
 
 log = logging.getLogger("factmem.grid")  # one logger name for every room
@@ -160,6 +167,7 @@ def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: flo
 
 def run_grid(grid: Grid, backend: str = "local", progress: bool = True,
              archive: Path | None = None, **ray_options) -> None:  # fmt: skip
+    check_archive_paths(grid, archive)
     grid.directory.mkdir(parents=True, exist_ok=True)
     write_plan(grid)
     log.info(describe_plan(grid))

@@ -16,6 +16,8 @@ from typing import Any
 
 from factmem.archive import archived_fingerprints, is_finished
 from factmem.atomic import write_json_atomic
+from factmem.config import ExperimentConfig, load_config
+from factmem.config.loader import apply_overrides
 from factmem.errors import ConfigError
 from factmem.grid.plan import Grid, GridRun, stage_finished
 from factmem.layout import grid_record
@@ -30,6 +32,62 @@ def archived(run: GridRun, archive: Path | None) -> bool:
     fingerprints = archived_fingerprints(archive / run.run_dir.parent.name / run.name)
     wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
     return fingerprints == wanted
+
+
+def archived_under_other_paths(run: GridRun, archive: Path | None
+                               ) -> list[tuple[str, str, str]]:  # fmt: skip
+    """[(field, archived path, this run's path), ...] when the run is archived with other
+    stage fingerprints only because its data paths are spelled otherwise (another
+    --data-dir: fingerprints name the path, e.g. `../shared/data` or `/work/shared/data`);
+    empty otherwise. Said, not guessed past: the same path spelled otherwise may hold other
+    data, so such a run is not counted as archived (check_archive_paths refuses to go on)."""
+    if archive is None:
+        return []
+    folder = archive / run.run_dir.parent.name / run.name
+    fingerprints = archived_fingerprints(folder)
+    wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
+    if fingerprints is None or fingerprints == wanted or not (folder / "config.yaml").is_file():
+        return []
+    theirs = dict(data_paths(load_config(folder / "config.yaml")))
+    ours = dict(data_paths(run.config))
+    differ = [(f, theirs[f], p) for f, p in ours.items() if theirs.get(f, p) != p]
+    if not differ or set(theirs) != set(ours):
+        return []
+    data = run.config.model_dump(mode="json")
+    apply_overrides(data, {f: path for f, path, _ in differ}, "archived paths")
+    moved = type(run.config).model_validate(data)
+    same = [moved.fingerprint(k) for k in range(len(moved.stages))] == fingerprints
+    return differ if same else []
+
+
+def check_archive_paths(grid: Grid, archive: Path | None) -> None:
+    """Refuse to run a grid whose runs are archived under other data paths: they would be
+    trained again (hours) and their archive replaced. Names a run, the field and both paths."""
+    moved = [(run, differ) for run in grid.runs
+             if (differ := archived_under_other_paths(run, archive))]  # fmt: skip
+    if not moved:
+        return
+    run, differ = moved[0]
+    field_name, theirs, ours = differ[0]
+    there, here = _differing_beginnings(theirs, ours)
+    raise ConfigError(
+        f"grid {grid.name}: {len(moved)} run(s) are archived in {archive} with their data read "
+        f"from other paths, e.g. {run.name}: {field_name} = {theirs} there, {ours} here. Stage "
+        "fingerprints name the data path, so they would be trained again and their archive "
+        f"replaced. To continue that grid, spell --data-dir as its runs did ({here!r} -> "
+        f"{there!r}); to make new runs, use another --archive folder"
+    )
+
+
+def _differing_beginnings(theirs: str, ours: str) -> tuple[str, str]:
+    """('/work', '..') of '/work/shared/data/x.json' and '../shared/data/x.json': what is left
+    of each path once their common ending (whole path components) is taken off."""
+    a, b = Path(theirs).parts, Path(ours).parts
+    same = 0
+    while same < min(len(a), len(b)) and a[-1 - same] == b[-1 - same]:
+        same += 1
+    return str(Path(*a[: len(a) - same])) if same < len(a) else "", \
+        str(Path(*b[: len(b) - same])) if same < len(b) else ""  # fmt: skip
 
 
 def run_state(run: GridRun, archive: Path | None = None) -> dict:
@@ -52,8 +110,11 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
         state = "failed"
     else:
         state = "interrupted" if done or run.folder.stages() else "pending"
+    detail = record.get("error", "") if state == "failed" else ""
+    if not detail and (moved := archived_under_other_paths(run, archive)):
+        detail = f"archived under another --data-dir: {moved[0][0]} = {moved[0][1]}"
     return {"run": run.name, "state": state, "stages_done": done, "stages": total,
-            "detail": record.get("error", "") if state == "failed" else ""}  # fmt: skip
+            "detail": detail}
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -114,9 +175,9 @@ def describe_plan(grid: Grid) -> str:
             f"{c['finished']} already finished -> {grid.directory}")  # fmt: skip
 
 
-def data_paths(run: GridRun) -> Iterator[tuple[str, str]]:
+def data_paths(config: ExperimentConfig) -> Iterator[tuple[str, str]]:
     """(field, path) of every local file or folder a run's stages would read."""
-    for k, stage in enumerate(run.config.stages):
+    for k, stage in enumerate(config.stages):
         if stage.path:
             yield f"stages[{k}].path", stage.path
         if isinstance(stage.options.get("templates"), str):
@@ -135,7 +196,7 @@ def check_data_paths(grid: Grid) -> None:
     nothing else): one line per missing path, with its field and the first run naming it."""
     missing: dict[tuple[str, str], list[str]] = {}
     for run in grid.runs:
-        for field_name, path in data_paths(run):
+        for field_name, path in data_paths(run.config):
             if not Path(path).exists():
                 missing.setdefault((field_name, path), []).append(run.name)
     if not missing:
