@@ -43,7 +43,7 @@ GRIDS = {
     "cells-popqa-steps": (PAIRED, SEEDS),
     "kvr-floor": (CURVES, LOSS),
     "regime-map": (MAP_TITLE,),
-    "regime-strategies": (CONTRAST, STATUS),  # the paired tables: in its report
+    "regime-strategies": (CONTRAST, STATUS, CONTROLS),  # the paired tables: in its report
 }
 # README blocks that show one section of one grid's report: marker -> (grid, section)
 README_SECTIONS = {"regime-contrast": ("regime-strategies", CONTRAST)}
