@@ -20,7 +20,7 @@ from factmem.config import ExperimentConfig, load_config
 from factmem.config.loader import apply_overrides
 from factmem.errors import ConfigError
 from factmem.grid.plan import Grid, GridRun, stage_finished
-from factmem.layout import grid_record
+from factmem.layout import RunFolder, grid_record
 
 log = logging.getLogger("factmem.grid")  # one logger name for every room
 
@@ -46,9 +46,10 @@ def archived_under_other_paths(run: GridRun, archive: Path | None
     folder = archive / run.run_dir.parent.name / run.name
     fingerprints = archived_fingerprints(folder)
     wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
-    if fingerprints is None or fingerprints == wanted or not (folder / "config.yaml").is_file():
+    config_file = RunFolder(folder).config
+    if fingerprints is None or fingerprints == wanted or not config_file.is_file():
         return []
-    theirs = dict(data_paths(load_config(folder / "config.yaml")))
+    theirs = dict(data_paths(load_config(config_file)))
     ours = dict(data_paths(run.config))
     differ = [(f, theirs[f], p) for f, p in ours.items() if theirs.get(f, p) != p]
     if not differ or set(theirs) != set(ours):
