@@ -25,12 +25,19 @@ from factmem.layout import RunFolder, grid_record
 log = logging.getLogger("factmem.grid")  # one logger name for every room
 
 
+def _in_archive(run: GridRun, archive: Path) -> tuple[Path, list[str] | None, list[str]]:
+    """The run's folder in the archive, its archived stage fingerprints (None: not there)
+    and the fingerprints this run's config gives."""
+    folder = archive / run.run_dir.parent.name / run.name
+    wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
+    return folder, archived_fingerprints(folder), wanted
+
+
 def archived(run: GridRun, archive: Path | None) -> bool:
     """The run is in the archive (same grid and run name) with the same stage fingerprints."""
     if archive is None:
         return False
-    fingerprints = archived_fingerprints(archive / run.run_dir.parent.name / run.name)
-    wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
+    _, fingerprints, wanted = _in_archive(run, archive)
     return fingerprints == wanted
 
 
@@ -43,9 +50,7 @@ def archived_under_other_paths(run: GridRun, archive: Path | None
     data, so such a run is not counted as archived (check_archive_paths refuses to go on)."""
     if archive is None:
         return []
-    folder = archive / run.run_dir.parent.name / run.name
-    fingerprints = archived_fingerprints(folder)
-    wanted = [run.config.fingerprint(k) for k in range(len(run.config.stages))]
+    folder, fingerprints, wanted = _in_archive(run, archive)
     config_file = RunFolder(folder).config
     if fingerprints is None or fingerprints == wanted or not config_file.is_file():
         return []
