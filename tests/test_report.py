@@ -163,10 +163,12 @@ def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, caps
 
 def _write_paired_run(root: Path, name: str, seed: int, kept: list[int], strategy: str,
                      stage2=None, facts: int = 20, reverse: bool = False,
-                     stage1: tuple[str, list[float]] | None = None) -> None:  # fmt: skip
+                     stage1: tuple[str, list[float]] | None = None,
+                     d_b: str = "kvr_id") -> None:  # fmt: skip
     """A finished KVR run whose final predictions keep exactly the facts `kept` (written in
     reverse order with `reverse`: facts are paired by identity, never by position)."""
-    config = _config(name, seed, stage2=stage2, tags={"strategy": strategy, "seed": str(seed)})
+    config = _config(name, seed, d_b, stage2=stage2,
+                     tags={"strategy": strategy, "seed": str(seed)})  # fmt: skip
     _write_run(root, config, [1.0, len(kept) / facts], stage1=stage1)
     rows = [{"prompt": f"seed {seed} fact {i}", "gold": "x", "answers": ["x"], "output": "x",
              "correct": i in kept, "method": "generated"} for i in range(facts)]  # fmt: skip
@@ -564,3 +566,45 @@ def test_each_strategy_is_paired_against_a_control_named_by_versus(paired_dir, t
     assert not (out / f"{TABLES[CONTROLS_TITLE]}.csv").is_file()
     assert main(["report", str(paired_dir), "--versus", "Plain 3x steps"]) == 2
     assert "--versus 'Plain 3x steps': no run of that strategy here" in capsys.readouterr().err
+
+
+def test_a_non_factoid_d_b_is_paired_against_a_factoid_one_as_the_papers_table_1(tmp_path):
+    """Same D_A, strategy and seed, two D_B: D_A after GSM8K minus after LAMA, fact by fact,
+    beside the paper's difference of the same two cells in one table; a seed that ran only
+    one of the two is counted, not paired."""
+    from factmem.report import d_b_table, load_paper_numbers
+
+    root = tmp_path / "runs"
+    for seed in range(3):
+        _write_paired_run(root, f"lama-s{seed}", seed, list(range(5)), "No Mixing", d_b="lama")
+        _write_paired_run(root, f"gsm-s{seed}", seed, list(range(15)), "No Mixing",
+                          d_b="gsm8k")  # fmt: skip
+        _write_paired_run(root, f"lama-replay-s{seed}", seed, list(range(10)), "Replay 0.1",
+                          d_b="lama", stage2={"replay": {"fraction": 0.1}})  # fmt: skip
+        _write_paired_run(root, f"gsm-replay-s{seed}", seed, [*range(9), 10], "Replay 0.1",
+                          d_b="gsm8k", stage2={"replay": {"fraction": 0.1}})  # fmt: skip
+    _write_paired_run(root, "gsm-s7", 7, list(range(20)), "No Mixing", d_b="gsm8k")
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(yaml.safe_dump({"tables": [
+        {"id": "table2", "model": "Llama-3-8B", "cells": [
+            {"d_a": "kvr", "d_b": "lama", "strategy": "No Mixing", "value": 10.0},
+            {"d_a": "kvr", "d_b": "gsm8k", "strategy": "No Mixing", "value": 4.0}]},
+        {"id": "table4", "model": "Llama-3-8B", "cells": [
+            {"d_a": "kvr", "d_b": "gsm8k", "strategy": "Replay 0.1", "value": 90.0}]}]}))
+    table = d_b_table(collect_runs(root), load_paper_numbers(paper)).reset_index()
+    table = table.set_index("strategy")
+    plain = table.loc["No Mixing"]
+    assert plain["non-factoid - factoid D_B"] == "gsm8k - lama"
+    assert (plain["seeds"], plain["facts"], plain["Δ (points)"]) == (3, 60, "+50.0")
+    assert plain["kept only after non-factoid / factoid"] == "30 / 0"
+    assert plain["ours"] == "higher" and plain["paper Δ"] == "-6.0"  # 4 - 10, table2
+    assert plain["verdict"] == "disagrees"
+    assert plain["left out (a seed without both runs)"] == 1  # seed 7: GSM8K only
+    replay = table.loc["Replay 0.1"]
+    assert replay["Δ (points)"] == "+0.0" and replay["ours"] == "not established"
+    assert replay["paper Δ"] == ""  # table4 prints GSM8K's cell, not LAMA's
+    assert d_b_table(collect_runs(root)).columns.tolist()[-2:] == [
+        "ours", "left out (a seed without both runs)"]  # without --paper: ours only
+    only_factoid = tmp_path / "factoid"
+    _write_paired_run(only_factoid, "lama-s0", 0, [1], "No Mixing", d_b="lama")
+    assert d_b_table(collect_runs(only_factoid)).empty

@@ -35,6 +35,9 @@ GLOSSARY = {
     "D_A facts, D_B and seed), in points, fact by fact.",
     "Δ vs control": "`--versus`: the same, against another strategy's twin (a control) "
     "instead of No Mixing's; kept only with / without then count against the control.",
+    "non-factoid - factoid D_B": "D_A after a non-factoid D_B minus D_A after a factoid D_B, "
+    "same strategy and seed (one stage-1 model, the same facts), fact by fact: the paper's "
+    "Table 1 finds factoid D_B forgets more on average (not in every cell).",
     "95% interval": "bootstrap over facts, resampled within each seed (10,000 resamples).",
     "seeds resampled": "hierarchical bootstrap: seeds first, then facts within each drawn "
     "seed; wider when seeds disagree.",

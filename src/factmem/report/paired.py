@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from factmem.errors import FactmemError
-from factmem.report.rows import ordered_pairs, trained_apart
+from factmem.report.rows import db_group, ordered_pairs, trained_apart
 from factmem.stats import mean_std_text, paired_difference
 
 BASELINE = "No Mixing"
@@ -46,28 +46,73 @@ def paired_rows(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     (and counted)."""
     rows = []
     for (d_a, d_b, variant, strategy), runs_of in twins(runs, baseline).items():
-        pairs, unpaired, apart = [], 0, 0
-        for run, twin_run in runs_of:
-            twin = (twin_run.da_verdicts or {}) if twin_run is not None else {}
-            ours = run.da_verdicts or {}
-            if not ours or set(ours) != set(twin):
-                unpaired += 1
-                continue
-            apart += trained_apart(run.earlier_stages, twin_run.earlier_stages)
-            facts = sorted(ours)
-            pairs.append(([ours[f] for f in facts], [twin[f] for f in facts]))
-        if not pairs:
-            continue
-        result = paired_difference(pairs)
-        rows.append({"d_a": d_a, "d_b": d_b, "strategy": strategy, "variant": variant,
-                     "seeds": result.seeds, "facts": result.facts,
-                     "difference": result.difference, "low": result.low,
-                     "high": result.high, "seed low": result.seed_low,
-                     "seed high": result.seed_high, "kept only with it": result.only_strategy,
-                     "kept only without": result.only_baseline,
-                     "p (McNemar)": result.p_value, "verdict": result.verdict,
-                     "unpaired seeds": unpaired, "trained apart": apart})  # fmt: skip
+        row = _pooled(runs_of)
+        if row is not None:
+            rows.append({"d_a": d_a, "d_b": d_b, "strategy": strategy, "variant": variant,
+                         **row})
     return pd.DataFrame(rows)
+
+
+def _pooled(runs_of: list[tuple[Any, Any]]) -> dict[str, Any] | None:
+    """The fact-by-fact difference (first run minus its twin, D_A after the last stage) pooled
+    over the seeds whose two runs scored the same facts; None when no seed did."""
+    pairs, unpaired, apart = [], 0, 0
+    for run, twin_run in runs_of:
+        twin = (twin_run.da_verdicts or {}) if twin_run is not None else {}
+        ours = run.da_verdicts or {}
+        if not ours or set(ours) != set(twin):
+            unpaired += 1
+            continue
+        apart += trained_apart(run.earlier_stages, twin_run.earlier_stages)
+        facts = sorted(ours)
+        pairs.append(([ours[f] for f in facts], [twin[f] for f in facts]))
+    if not pairs:
+        return None
+    result = paired_difference(pairs)
+    return {"seeds": result.seeds, "facts": result.facts,
+            "difference": result.difference, "low": result.low,
+            "high": result.high, "seed low": result.seed_low,
+            "seed high": result.seed_high, "kept only with it": result.only_strategy,
+            "kept only without": result.only_baseline,
+            "p (McNemar)": result.p_value, "verdict": result.verdict,
+            "unpaired seeds": unpaired, "trained apart": apart}  # fmt: skip
+
+
+def d_b_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 claim, fact by fact: for one D_A and strategy, D_A after a
+    non-factoid D_B minus D_A after a factoid D_B, run against run of the same seed (both
+    start from the one stage-1 model, so they score the same facts). Every (factoid,
+    non-factoid) pair of D_B the runs hold; seeds missing either run are counted."""
+    rows = []
+    runs = runs.assign(group=runs["d_b"].map(db_group))
+    for (d_a, variant, strategy), part in runs.groupby(["d_a", "variant", "strategy"],
+                                                       sort=False):  # fmt: skip
+        by_db = {d_b: {r.seed: r for r in cell.itertuples()}
+                 for d_b, cell in part.groupby("d_b", sort=True)}  # fmt: skip
+        groups = dict(zip(part["d_b"], part["group"], strict=True))
+        for low in (d for d in by_db if groups[d] == "factoid"):
+            for high in (d for d in by_db if groups[d] == "non-factoid"):
+                runs_of = [(run, by_db[low].get(seed)) for seed, run in by_db[high].items()]
+                row = _pooled(runs_of)
+                if row is not None:
+                    rows.append({"d_a": d_a, "strategy": strategy, "variant": variant,
+                                 "non-factoid": high, "factoid": low, **row})
+    return pd.DataFrame(rows)
+
+
+def paper_d_b_difference(paper: pd.DataFrame | None, d_a: str, strategy: str, high: str,
+                         low: str) -> tuple[str, str]:
+    """(the paper's D_A after `high` minus after `low`, its table) from the first table that
+    prints both cells, never across tables; ("", "") when none does."""
+    if paper is None:
+        return "", ""
+    names = PAPER_BASELINES if strategy == BASELINE else (strategy,)
+    cells = paper[(paper["d_a"] == d_a) & paper["strategy"].isin(names)]
+    for table, part in cells.groupby("table", sort=False):
+        values = part.drop_duplicates("d_b").set_index("d_b")["value"]
+        if high in values.index and low in values.index:
+            return f"{values[high] - values[low]:+.1f}", str(table)
+    return "", ""
 
 
 PAPER_FILES = {"remix": "remix-paper-tables.yaml"}  # shipped in factmem/reference/
@@ -142,7 +187,7 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame,
                     f"{ours['difference']:+.1f} [{ours['low']:+.1f}, {ours['high']:+.1f}]"
                 )
                 row["seeds resampled"] = f"[{ours['seed low']:+.1f}, {ours['seed high']:+.1f}]"
-                row["verdict"] = _direction_verdict(row["paper Δ"], ours["verdict"])
+                row["verdict"] = direction_verdict(row["paper Δ"], ours["verdict"])
         rows.append(row)
     columns = ["D_A", "D_B", "strategy", "paper table", "paper model", "paper", "paper Δ", "ours",
                "ours Δ [95% interval]", "seeds resampled", "verdict"]  # fmt: skip
@@ -152,7 +197,7 @@ def paper_vs_ours(runs: pd.DataFrame, paper: pd.DataFrame,
     return pd.DataFrame(rows, columns=columns)
 
 
-def _direction_verdict(paper_delta: str, ours: str) -> str:
+def direction_verdict(paper_delta: str, ours: str) -> str:
     """Does our established direction match the paper's change from No Mixing?"""
     if ours == "not established":
         return "not established"

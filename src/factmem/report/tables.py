@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pandas as pd
 
 from factmem.records import FACT_STATUSES
-from factmem.report.paired import BASELINE, paired_rows, twins
+from factmem.report.paired import (
+    BASELINE,
+    d_b_rows,
+    direction_verdict,
+    paired_rows,
+    paper_d_b_difference,
+    twins,
+)
 from factmem.report.rows import db_group, ordered_pairs, row_label, row_labels
 from factmem.stats import mean_std_text
 
@@ -121,6 +129,44 @@ def controls_table(runs: pd.DataFrame, controls: Sequence[str]) -> pd.DataFrame:
             parts.append(table.rename(columns=lambda c, name=control: c.replace(name, "control"))
                          .assign(control=control).set_index("control", append=True))
     return pd.concat(parts) if parts else pd.DataFrame()
+
+
+D_B_TITLE = ("D_A after the last stage: a non-factoid D_B minus a factoid D_B, same strategy, "
+             "fact by fact (the paper's Table 1 claim)")
+
+
+def d_b_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """d_b_rows as text, with the paper's difference of the same two cells (where it prints
+    both) and whether our established direction is its sign: the paper finds factoid D_B
+    forgets more (Table 1's averages), but not in every cell (PopQA: EntQ 57.8, GSM8K 19.0)."""
+    rows = d_b_rows(runs)
+    if rows.empty:
+        return rows
+    out = []
+    for r in rows.to_dict("records"):
+        high, low = r["non-factoid"], r["factoid"]
+        paper_strategy = re.sub(r" \(.*\)$", "", r["strategy"])
+        delta, table = (paper_d_b_difference(paper, r["d_a"], paper_strategy, high, low)
+                        if not r["variant"] else ("", ""))  # fmt: skip
+        row = {
+            "D_A": r["d_a"], "strategy": row_label(r["strategy"], r["variant"]),
+            "non-factoid - factoid D_B": f"{high} - {low}",
+            "seeds": r["seeds"], "facts": r["facts"], "Δ (points)": f"{r['difference']:+.1f}",
+            "95% interval": f"[{r['low']:+.1f}, {r['high']:+.1f}]",
+            "95% interval, seeds resampled": f"[{r['seed low']:+.1f}, {r['seed high']:+.1f}]",
+            "kept only after non-factoid / factoid":
+                f"{r['kept only with it']} / {r['kept only without']}",
+            "p (McNemar)": f"{r['p (McNemar)']:.3g}", "ours": r["verdict"],
+        }  # fmt: skip
+        if paper is not None:
+            row |= {"paper Δ": delta, "paper table": table,
+                    "verdict": direction_verdict(delta, r["verdict"])}
+        if rows["unpaired seeds"].any():  # seeds left out are shown, not hidden
+            row["left out (a seed without both runs)"] = r["unpaired seeds"]
+        if rows["trained apart"].any():
+            row["seeds whose shared stage 1 was trained apart"] = r["trained apart"]
+        out.append(row)
+    return pd.DataFrame(out).set_index(["D_A", "strategy", "non-factoid - factoid D_B"])
 
 
 def per_seed_table(runs: pd.DataFrame) -> pd.DataFrame:
