@@ -572,7 +572,7 @@ def test_a_non_factoid_d_b_is_paired_against_a_factoid_one_as_the_papers_table_1
     """Same D_A, strategy and seed, two D_B: D_A after GSM8K minus after LAMA, fact by fact,
     beside the paper's difference of the same two cells in one table; a seed that ran only
     one of the two is counted, not paired."""
-    from factmem.report import d_b_table, load_paper_numbers
+    from factmem.report import d_b_forest_rows, d_b_table, load_paper_numbers
 
     root = tmp_path / "runs"
     for seed in range(3):
@@ -605,6 +605,12 @@ def test_a_non_factoid_d_b_is_paired_against_a_factoid_one_as_the_papers_table_1
     assert replay["paper Δ"] == ""  # table4 prints GSM8K's cell, not LAMA's
     assert d_b_table(collect_runs(root)).columns.tolist()[-2:] == [
         "ours", "left out (a seed without both runs)"]  # without --paper: ours only
+    forest = d_b_forest_rows(collect_runs(root), load_paper_numbers(paper))
+    assert forest["cell"].tolist() == ["kvr: gsm8k - lama D_B, No Mixing"]  # Replay: no paper Δ
+    assert (forest["difference"].iloc[0], forest["paper"].iloc[0]) == (50.0, -6.0)
+    write_report(root, tmp_path / "out", paper)  # no strategy cell of the paper: the forest
+    assert (tmp_path / "out" / "d_b_contrast.csv").is_file()  # is this row alone
+    assert (tmp_path / "out" / "paper_vs_ours.png").is_file()
     only_factoid = tmp_path / "factoid"
     _write_paired_run(only_factoid, "lama-s0", 0, [1], "No Mixing", d_b="lama")
     assert d_b_table(collect_runs(only_factoid)).empty

@@ -33,6 +33,7 @@ from factmem.report.paired import (  # noqa: F401
     BASELINE,
     PAPER_BASELINES,
     PAPER_FILES,
+    d_b_forest_rows,
     d_b_rows,
     forest_rows,
     load_paper_numbers,

@@ -144,7 +144,9 @@ def forest_plot(rows: pd.DataFrame, setting: str, path: Path) -> Path:
     ax.plot(rows["paper"], ys, "D", color="C3", label=f"paper: Δ ({models})")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(ys, rows["cell"], fontsize=8)
-    ax.set_xlabel("D_A after stage 2: change from No Mixing (points)")
+    across = rows["cell"].str.contains(" D_B, ").any()  # paired.d_b_forest_rows
+    ax.set_xlabel("D_A after stage 2: change from No Mixing"
+                  + ("; 'X - Y D_B': after X minus after Y" if across else "") + " (points)")
     fig.suptitle(textwrap.fill(setting, 120), fontsize=9)  # whole, over the figure's width
     ax.set_ylim(-0.8, len(rows) - 0.2 + 0.9)  # room above the top row for the legend
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=1,

@@ -17,7 +17,12 @@ from factmem.atomic import write_text_atomic
 from factmem.errors import FactmemError
 from factmem.regime_map import HEAT_TITLE, heat_map
 from factmem.report.figures import FOREST_TITLE, figures, forest_plot
-from factmem.report.paired import forest_rows, load_paper_numbers, paper_numbers_path
+from factmem.report.paired import (
+    d_b_forest_rows,
+    forest_rows,
+    load_paper_numbers,
+    paper_numbers_path,
+)
 from factmem.report.regimes import regime_forest_rows, regimes_setting_text
 from factmem.report.registry import TABLES, ReportRuns, build_tables
 from factmem.report.rows import EMBEDDED_NAME, collect_runs, distinct_values, setting_text
@@ -113,6 +118,9 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         setting = regimes_setting_text(source.two_stage)
     elif not source.versus.empty:
         forest = forest_rows(source.versus, source.plain_pairs)
+        across = d_b_forest_rows(source.two_stage, source.published)
+        if not across.empty:  # the paper's Table 1 claim, below its strategy cells
+            forest = across if forest.empty else pd.concat([forest, across], ignore_index=True)
     else:
         forest = None
         if paper is not None:

@@ -97,6 +97,8 @@ def d_b_rows(runs: pd.DataFrame) -> pd.DataFrame:
                 if row is not None:
                     rows.append({"d_a": d_a, "strategy": strategy, "variant": variant,
                                  "non-factoid": high, "factoid": low, **row})
+    order = ordered_pairs((r["d_a"], r["strategy"]) for r in rows)  # No Mixing first
+    rows.sort(key=lambda r: (order.index((r["d_a"], r["strategy"])), r["variant"]))
     return pd.DataFrame(rows)
 
 
@@ -227,4 +229,24 @@ def forest_rows(versus: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
                      "paper model": row[versus.columns.get_loc("paper model")],
                      **{k: float(ours[k]) for k in ("difference", "low", "high", "seed low",
                                                     "seed high")}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def d_b_forest_rows(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """d_b_rows whose two cells the paper prints in one table, as forest_rows' rows: the
+    paper's Table 1 claim (a non-factoid D_B minus a factoid one) beside its number."""
+    rows = []
+    plain = runs[runs["variant"] == ""]
+    found = d_b_rows(plain) if not plain.empty else pd.DataFrame()
+    for r in found.to_dict("records"):
+        delta, table = paper_d_b_difference(paper, r["d_a"], r["strategy"], r["non-factoid"],
+                                            r["factoid"])  # fmt: skip
+        if not delta:
+            continue
+        model = paper.loc[paper["table"] == table, "model"].iloc[0]
+        rows.append({"cell": f"{r['d_a']}: {r['non-factoid']} - {r['factoid']} D_B, "
+                             f"{r['strategy']}",
+                     "paper": float(delta), "paper model": model,
+                     **{k: float(r[k]) for k in ("difference", "low", "high", "seed low",
+                                                 "seed high")}})  # fmt: skip
     return pd.DataFrame(rows)
