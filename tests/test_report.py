@@ -164,12 +164,12 @@ def test_report_writes_tables_figures_and_one_html_page(runs_dir, tmp_path, caps
 def _write_paired_run(root: Path, name: str, seed: int, kept: list[int], strategy: str,
                      stage2=None, facts: int = 20, reverse: bool = False,
                      stage1: tuple[str, list[float]] | None = None,
-                     d_b: str = "kvr_id") -> None:  # fmt: skip
+                     d_b: str = "kvr_id", losses: list | None = None) -> None:  # fmt: skip
     """A finished KVR run whose final predictions keep exactly the facts `kept` (written in
     reverse order with `reverse`: facts are paired by identity, never by position)."""
     config = _config(name, seed, d_b, stage2=stage2,
                      tags={"strategy": strategy, "seed": str(seed)})  # fmt: skip
-    _write_run(root, config, [1.0, len(kept) / facts], stage1=stage1)
+    _write_run(root, config, [1.0, len(kept) / facts], stage1=stage1, losses=losses)
     rows = [{"prompt": f"seed {seed} fact {i}", "gold": "x", "answers": ["x"], "output": "x",
              "correct": i in kept, "method": "generated"} for i in range(facts)]  # fmt: skip
     rows = rows[::-1] if reverse else rows
@@ -578,7 +578,7 @@ def test_a_non_factoid_d_b_is_paired_against_a_factoid_one_as_the_papers_table_1
     for seed in range(3):
         _write_paired_run(root, f"lama-s{seed}", seed, list(range(5)), "No Mixing", d_b="lama")
         _write_paired_run(root, f"gsm-s{seed}", seed, list(range(15)), "No Mixing",
-                          d_b="gsm8k")  # fmt: skip
+                          d_b="gsm8k", losses=[(1.0, 0.5 + seed), (2.0, 0.1 * seed)])  # fmt: skip
         _write_paired_run(root, f"lama-replay-s{seed}", seed, list(range(10)), "Replay 0.1",
                           d_b="lama", stage2={"replay": {"fraction": 0.1}})  # fmt: skip
         _write_paired_run(root, f"gsm-replay-s{seed}", seed, [*range(9), 10], "Replay 0.1",
@@ -600,11 +600,13 @@ def test_a_non_factoid_d_b_is_paired_against_a_factoid_one_as_the_papers_table_1
     assert plain["ours"] == "higher" and plain["paper Δ"] == "-6.0"  # 4 - 10, table2
     assert plain["verdict"] == "disagrees"
     assert plain["left out (a seed without both runs)"] == 1  # seed 7: GSM8K only
+    assert plain["non-factoid D_B's last-epoch loss"] == "0.1"  # (0 + 0.1 + 0.2) / 3, not s7
     replay = table.loc["Replay 0.1"]
     assert replay["Δ (points)"] == "+0.0" and replay["ours"] == "not established"
     assert replay["paper Δ"] == ""  # table4 prints GSM8K's cell, not LAMA's
-    assert d_b_table(collect_runs(root)).columns.tolist()[-2:] == [
-        "ours", "left out (a seed without both runs)"]  # without --paper: ours only
+    assert d_b_table(collect_runs(root)).columns.tolist()[-3:] == [
+        "ours", "non-factoid D_B's last-epoch loss",
+        "left out (a seed without both runs)"]  # without --paper: ours only, no verdict
     forest = d_b_forest_rows(collect_runs(root), load_paper_numbers(paper))
     assert forest["cell"].tolist() == ["kvr: gsm8k - lama D_B, No Mixing"]  # Replay: no paper Δ
     assert (forest["difference"].iloc[0], forest["paper"].iloc[0]) == (50.0, -6.0)

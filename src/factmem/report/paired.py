@@ -95,8 +95,13 @@ def d_b_rows(runs: pd.DataFrame) -> pd.DataFrame:
                 runs_of = [(run, by_db[low].get(seed)) for seed, run in by_db[high].items()]
                 row = _pooled(runs_of)
                 if row is not None:
+                    # was the non-factoid D_B learned? it has no exact match: its loss says
+                    losses = [r.last_loss for r, twin in runs_of
+                              if twin is not None and r.last_loss is not None]  # fmt: skip
                     rows.append({"d_a": d_a, "strategy": strategy, "variant": variant,
-                                 "non-factoid": high, "factoid": low, **row})
+                                 "non-factoid": high, "factoid": low, **row,
+                                 "non-factoid loss": sum(losses) / len(losses) if losses
+                                 else float("nan")})  # fmt: skip
     order = ordered_pairs((r["d_a"], r["strategy"]) for r in rows)  # No Mixing first
     rows.sort(key=lambda r: (order.index((r["d_a"], r["strategy"])), r["variant"]))
     return pd.DataFrame(rows)

@@ -138,7 +138,9 @@ D_B_TITLE = ("D_A after the last stage: a non-factoid D_B minus a factoid D_B, s
 def d_b_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """d_b_rows as text, with the paper's difference of the same two cells (where it prints
     both) and whether our established direction is its sign: the paper finds factoid D_B
-    forgets more (Table 1's averages), but not in every cell (PopQA: EntQ 57.8, GSM8K 19.0)."""
+    forgets more (Table 1's averages), but not in every cell (PopQA: EntQ 57.8, GSM8K 19.0).
+    The non-factoid D_B's training loss in its last epoch sits beside it: a D_B that was not
+    learned forgets less for that reason alone."""
     rows = d_b_rows(runs)
     if rows.empty:
         return rows
@@ -157,6 +159,7 @@ def d_b_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataF
             "kept only after non-factoid / factoid":
                 f"{r['kept only with it']} / {r['kept only without']}",
             "p (McNemar)": f"{r['p (McNemar)']:.3g}", "ours": r["verdict"],
+            "non-factoid D_B's last-epoch loss": f"{r['non-factoid loss']:.3g}",
         }  # fmt: skip
         if paper is not None:
             row |= {"paper Δ": delta, "paper table": table,
