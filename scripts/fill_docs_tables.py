@@ -18,9 +18,9 @@ from factmem.report import table_title
 ROOT = Path(__file__).resolve().parents[1]
 # the report's own section titles, from its registry of tables
 (VERSUS, PAIRED, SEEDS, REPLAY, CURVES, LOSS, MAP_TITLE, CONTRAST, STATUS,
- CONTROLS) = map(table_title, (
+ CONTROLS, D_B) = map(table_title, (
     "paper_vs_ours", "paired", "paired_by_seed", "replay", "curves", "last_loss", "regime_map",
-    "regime_contrast", "fact_status", "paired_controls"))
+    "regime_contrast", "fact_status", "paired_controls", "d_b_contrast"))
 TITLES = {
     VERSUS: "**Paper vs ours** (D_A after stage 2, %)",
     PAIRED: "**Each strategy minus No Mixing, fact by fact** (D_A after stage 2)",
@@ -32,6 +32,8 @@ TITLES = {
     CONTRAST: "**Each strategy's change from No Mixing, today's point beside the chosen one**",
     STATUS: "**Kept / hidden / lost D_A facts after stage 2**",
     CONTROLS: "**Each strategy minus a control, fact by fact** (D_A after stage 2)",
+    D_B: "**A non-factoid D_B minus a factoid D_B, fact by fact** (D_A after stage 2; the "
+    "paper's Table 1 claim)",
 }
 # grid -> the report sections its docs block shows; the README's table gathers the "Paper vs
 # ours" rows of the grids that show that section (the paper's cells).
@@ -44,6 +46,7 @@ GRIDS = {
     "kvr-floor": (CURVES, LOSS),
     "regime-map": (MAP_TITLE,),
     "regime-strategies": (CONTRAST, STATUS, CONTROLS),  # the paired tables: in its report
+    "regime-extras": (D_B, LOSS, PAIRED, SEEDS, CONTROLS, REPLAY, STATUS),
 }
 # README blocks that show one section of one grid's report: marker -> (grid, section)
 README_SECTIONS = {"regime-contrast": ("regime-strategies", CONTRAST)}
