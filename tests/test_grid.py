@@ -248,11 +248,13 @@ def test_every_grid_preset_expands(monkeypatch):
     monkeypatch.delenv("FACTMEM_DATA_DIR", raising=False)
     # sized otherwise on purpose: the map's axis is the fact count; the GPU check's cell is
     # the paper's count on the embedded model; the strategies run at the map's chosen point
-    # (128 facts; GSM8K held at 32 as in the map). None of these has a paper profile: the
+    # (128 facts; GSM8K held at 32 as in the map, or at 128 for LAMA's step count in
+    # regime-gsm8k). None of these has a paper profile: the
     # GPU cell is one, and the paper's own cells are cells-*'s --profile paper.
     large = {"regime-map": {32, 128, 512}, "gpu-paper": {2000}, "regime-strategies": {128},
-             "regime-extras": {128, 32}, "regime-steps": {128}}  # fmt: skip
-    no_paper_profile = {"gpu-paper", "regime-strategies", "regime-extras", "regime-steps"}
+             "regime-extras": {128, 32}, "regime-steps": {128}, "regime-gsm8k": {128}}  # fmt: skip
+    no_paper_profile = {"gpu-paper", "regime-strategies", "regime-extras", "regime-steps",
+                        "regime-gsm8k"}  # fmt: skip
     presets = sorted((Path(__file__).parents[1] / "configs" / "grids").glob("*.yaml"))
     assert len(presets) >= 7
     for preset in presets:
