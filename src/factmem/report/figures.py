@@ -145,8 +145,8 @@ def forest_plot(rows: pd.DataFrame, setting: str, path: Path) -> Path:
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(ys, rows["cell"], fontsize=8)
     across = rows["cell"].str.contains(" D_B, ").any()  # paired.d_b_forest_rows
-    ax.set_xlabel("D_A after stage 2: change from No Mixing"
-                  + ("; 'X - Y D_B': after X minus after Y" if across else "") + " (points)")
+    ax.set_xlabel("D_A after stage 2: change from No Mixing (points)"
+                  + ("\n'X - Y D_B' rows: D_A after D_B X minus after D_B Y" if across else ""))
     fig.suptitle(textwrap.fill(setting, 120), fontsize=9)  # whole, over the figure's width
     ax.set_ylim(-0.8, len(rows) - 0.2 + 0.9)  # room above the top row for the legend
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=1,
