@@ -81,7 +81,8 @@ def check_archive_paths(grid: Grid, archive: Path | None) -> None:
         f"from other paths, e.g. {run.name}: {field_name} = {theirs} there, {ours} here. Stage "
         "fingerprints name the data path, so they would be trained again and their archive "
         f"replaced. To continue that grid, spell --data-dir as its runs did ({here!r} -> "
-        f"{there!r}); to make new runs, use another --archive folder"
+        f"{there!r}; where the data live elsewhere, a symbolic link at that path to them "
+        "does it); to make new runs, use another --archive folder"
     )
 
 
