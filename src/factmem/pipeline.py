@@ -327,9 +327,11 @@ def _train(stage: Stage, start_model: str, tokenizer, progress) -> tuple[Any, St
         return mean_response_loss(m, tokenizer, stage.examples, batch_size=evaluation.batch_size,
                                   bf16=evaluation.bf16)  # fmt: skip
 
+    # the stage's own rows are kind "factoid" in its data whatever the set (GSM8K too): the
+    # log names the set instead
     log.info("stage %d: training on %d examples (%s)", stage.number, len(train_set),
-             ", ".join(f"{k} {v}" for k, v in mixture_stats["tokens"].items()) + " tokens"
-             )  # fmt: skip
+             ", ".join(f"{settings.dataset if k == 'factoid' else k} {v}"
+                       for k, v in mixture_stats["tokens"].items()) + " tokens")  # fmt: skip
     plan = StagePlan(train_set, config.stage_training(stage.index), settings.stop,
                      folder.trainer, config.seed, epoch_check=epoch_check,
                      probe=_curve_probe(config, stage.index, stage.sets, tokenizer),
