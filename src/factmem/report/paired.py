@@ -3,6 +3,7 @@ ours (the verdict agrees / disagrees)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,11 @@ def d_b_rows(runs: pd.DataFrame) -> pd.DataFrame:
 def paper_d_b_difference(paper: pd.DataFrame | None, d_a: str, strategy: str, high: str,
                          low: str) -> tuple[str, str]:
     """(the paper's D_A after `high` minus after `low`, its table) from the first table that
-    prints both cells, never across tables; ("", "") when none does."""
+    prints both cells, never across tables; ("", "") when none does. A strategy's variant in
+    parentheses (`-/Generic (state_union)`) is compared with the paper's strategy."""
     if paper is None:
         return "", ""
+    strategy = re.sub(r" \(.*\)$", "", strategy)
     names = PAPER_BASELINES if strategy == BASELINE else (strategy,)
     cells = paper[(paper["d_a"] == d_a) & paper["strategy"].isin(names)]
     for table, part in cells.groupby("table", sort=False):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -147,8 +146,7 @@ def d_b_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataF
     out = []
     for r in rows.to_dict("records"):
         high, low = r["non-factoid"], r["factoid"]
-        paper_strategy = re.sub(r" \(.*\)$", "", r["strategy"])
-        delta, table = (paper_d_b_difference(paper, r["d_a"], paper_strategy, high, low)
+        delta, table = (paper_d_b_difference(paper, r["d_a"], r["strategy"], high, low)
                         if not r["variant"] else ("", ""))  # fmt: skip
         row = {
             "D_A": r["d_a"], "strategy": row_label(r["strategy"], r["variant"]),
