@@ -42,7 +42,8 @@ GLOSSARY = {
     "instead of No Mixing's; kept only with / without then count against the control.",
     "non-factoid - factoid D_B": "D_A after a non-factoid D_B minus D_A after a factoid D_B, "
     "same strategy and seed (one stage-1 model, the same facts), fact by fact: the paper's "
-    "Table 1 finds factoid D_B forgets more on average (not in every cell).",
+    "Table 1 finds factoid D_B forgets more on average (not in every cell). A verdict adds "
+    "'but D_B not learned' where the non-factoid D_B's last-epoch loss is not below 0.05.",
     "95% interval": "bootstrap over facts, resampled within each seed (10,000 resamples).",
     "seeds resampled": "hierarchical bootstrap: seeds first, then facts within each drawn "
     "seed; wider when seeds disagree.",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from factmem.records import FACT_STATUSES
+from factmem.regime_map import D_B_LOSS_BELOW
 from factmem.report.paired import (
     BASELINE,
     d_b_rows,
@@ -157,17 +158,26 @@ def d_b_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataF
             "kept only after non-factoid / factoid":
                 f"{r['kept only with it']} / {r['kept only without']}",
             "p (McNemar)": f"{r['p (McNemar)']:.3g}", "ours": r["verdict"],
-            "non-factoid D_B's last-epoch loss": f"{r['non-factoid loss']:.3g}",
+            "non-factoid D_B's last-epoch loss": _learned_text(r["non-factoid loss"]),
         }  # fmt: skip
         if paper is not None:
-            row |= {"paper Δ": delta, "paper table": table,
-                    "verdict": direction_verdict(delta, r["verdict"])}
+            verdict = direction_verdict(delta, r["verdict"])
+            if not r["non-factoid loss"] < D_B_LOSS_BELOW and verdict != "not established":
+                verdict += ", but D_B not learned"  # a direction that says little
+            row |= {"paper Δ": delta, "paper table": table, "verdict": verdict}
         if rows["unpaired seeds"].any():  # seeds left out are shown, not hidden
             row["left out (a seed without both runs)"] = r["unpaired seeds"]
         if rows["trained apart"].any():
             row["seeds whose shared stage 1 was trained apart"] = r["trained apart"]
         out.append(row)
     return pd.DataFrame(out).set_index(["D_A", "strategy", "non-factoid - factoid D_B"])
+
+
+def _learned_text(loss: float) -> str:
+    """`0.012` or `0.399 (not learned)`: the regime map's rule for a non-factoid D_B."""
+    if loss != loss:  # no loss recorded
+        return "?"
+    return f"{loss:.3g}" + ("" if loss < D_B_LOSS_BELOW else " (not learned)")
 
 
 def per_seed_table(runs: pd.DataFrame) -> pd.DataFrame:
