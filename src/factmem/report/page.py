@@ -119,7 +119,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
         setting = regimes_setting_text(source.two_stage)
     elif not source.versus.empty:
         forest = forest_rows(source.versus, source.plain_pairs)
-        across = d_b_forest_rows(source.two_stage, source.published)
+        across = d_b_forest_rows(source.two_stage, source.published, source.d_b_pairs)
         if not across.empty:  # the paper's Table 1 claim, below its strategy cells
             forest = across if forest.empty else pd.concat([forest, across], ignore_index=True)
     else:

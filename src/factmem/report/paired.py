@@ -240,13 +240,16 @@ def forest_rows(versus: pd.DataFrame, paired: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def d_b_forest_rows(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """d_b_rows whose two cells the paper prints in one table, as forest_rows' rows: the
-    paper's Table 1 claim (a non-factoid D_B minus a factoid one) beside its number."""
+def d_b_forest_rows(runs: pd.DataFrame, paper: pd.DataFrame,
+                    found: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """d_b_rows without a variant whose two cells the paper prints in one table, as
+    forest_rows' rows: the paper's Table 1 claim (a non-factoid D_B minus a factoid one)
+    beside its number. `found`: d_b_rows of the runs, when the caller has them already."""
     rows = []
-    plain = runs[runs["variant"] == ""]
-    found = d_b_rows(plain) if not plain.empty else pd.DataFrame()
-    for r in found.to_dict("records"):
+    found = d_b_rows(runs) if found is None else found
+    if found.empty:
+        return pd.DataFrame()
+    for r in found[found["variant"] == ""].to_dict("records"):
         delta, table = paper_d_b_difference(paper, r["d_a"], r["strategy"], r["non-factoid"],
                                             r["factoid"])  # fmt: skip
         if not delta:

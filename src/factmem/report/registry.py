@@ -13,7 +13,7 @@ from functools import cached_property
 import pandas as pd
 
 from factmem.regime_map import MAP_TITLE, map_rows, map_table
-from factmem.report.paired import paired_rows, paper_vs_ours
+from factmem.report.paired import d_b_rows, paired_rows, paper_vs_ours
 from factmem.report.regimes import CONTRAST_TITLE, regime_contrast, scored_regimes
 from factmem.report.rows import db_group
 from factmem.report.tables import (
@@ -79,6 +79,11 @@ class ReportRuns:
         return paired_rows(self.two_stage[self.two_stage["variant"] == ""])
 
     @cached_property
+    def d_b_pairs(self) -> pd.DataFrame:
+        """One D_B against another, fact by fact (paired.d_b_rows): its table and the forest."""
+        return d_b_rows(self.two_stage) if not self.two_stage.empty else EMPTY
+
+    @cached_property
     def versus(self) -> pd.DataFrame:
         if self.published is None:
             return EMPTY
@@ -128,7 +133,8 @@ REGISTRY: tuple[Table, ...] = (
     Table("paired_by_seed", "The same, seed by seed (D_A after the last stage, %)",
           _paired_by_seed),
     Table("paired_controls", CONTROLS_TITLE, lambda r: controls_table(r.runs, r.controls)),
-    Table("d_b_contrast", D_B_TITLE, lambda r: d_b_table(r.two_stage, r.published)),
+    Table("d_b_contrast", D_B_TITLE,
+          lambda r: d_b_table(r.two_stage, r.published, r.d_b_pairs)),
     Table("fact_status", STATUS_TITLE, lambda r: status_table(r.runs)),
     Table("curves", CURVE_TITLE, lambda r: curve_table(r.runs)),
     Table("replay", "Replay: D_A after the last stage, replayed facts apart from the rest",

@@ -135,13 +135,15 @@ D_B_TITLE = ("D_A after the last stage: a non-factoid D_B minus a factoid D_B, s
              "fact by fact (the paper's Table 1 claim)")
 
 
-def d_b_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
+def d_b_table(runs: pd.DataFrame, paper: pd.DataFrame | None = None,
+              found: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
     """d_b_rows as text, with the paper's difference of the same two cells (where it prints
     both) and whether our established direction is its sign: the paper finds factoid D_B
     forgets more (Table 1's averages), but not in every cell (PopQA: EntQ 57.8, GSM8K 19.0).
     The non-factoid D_B's training loss in its last epoch sits beside it: a D_B that was not
-    learned forgets less for that reason alone."""
-    rows = d_b_rows(runs)
+    learned forgets less for that reason alone. `found`: d_b_rows of the runs, when the
+    caller has them already (a seeded bootstrap per row: done once)."""
+    rows = d_b_rows(runs) if found is None else found
     if rows.empty:
         return rows
     out = []
