@@ -253,3 +253,25 @@ def test_malloc_trim_resolves_on_glibc():
     # auto trims when training on the CPU, and the call really reaches libc
     assert trims_memory("auto") is True
     assert isinstance(release_freed_memory(), bool)
+
+
+def _tiny_llama(tied: bool) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1,
+                         tie_word_embeddings=tied)  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def test_a_tied_head_missing_from_a_checkpoint_is_no_loss_an_untied_one_is():
+    from factmem.training import untied_missing_keys
+
+    head, embedding = "lm_head.weight", "model.embed_tokens.weight"
+    # checkpoints store a tied head once, under the embedding's name: restored through it
+    assert untied_missing_keys(_tiny_llama(tied=True), [head]) == []
+    # both names gone: nothing restored the shared tensor
+    assert untied_missing_keys(_tiny_llama(tied=True), [head, embedding]) == [head, embedding]
+    # a head of its own that the checkpoint lacks would stay at the stage's starting weights
+    assert untied_missing_keys(_tiny_llama(tied=False), [head]) == [head]
+    assert untied_missing_keys(_tiny_llama(tied=False), []) == []

@@ -32,7 +32,7 @@ from factmem.chunked_loss import chunked_answer_loss
 from factmem.config import StopRule, TrainingConfig
 from factmem.data.example import IGNORE_INDEX, Example, encode_example
 from factmem.distributed import world_size
-from factmem.errors import ConfigError
+from factmem.errors import ConfigError, FactmemError
 from factmem.integrity import checkpoint_problem
 from factmem.kernels import AttentionSwitch
 from factmem.methods import Plugin
@@ -104,6 +104,23 @@ class _StageTrainer(Trainer):
         self.fsdp_on_cpu = fsdp_launch() and not self.is_fsdp_enabled
         if self.fsdp_on_cpu:
             _fsdp_on_cpu(self)
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # A checkpoint stores a tied head once, under the embedding's name, so every resume
+        # of a tied model (SmolLM2, the test models) lacks "lm_head.weight" and Trainer warns
+        # "missing keys" unless the model class lists it in _keys_to_ignore_on_save (Llama
+        # does not). Such a key was restored through the tensor it shares: say nothing. A key
+        # missing that no restored name shares would stay at the stage's starting weights,
+        # a silently wrong resume: refuse.
+        missing = untied_missing_keys(self.model, load_result.missing_keys)
+        if missing:
+            raise FactmemError(
+                f"the checkpoint being resumed from lacks weights the model has and shares "
+                f"with no other: {', '.join(missing[:5])}; resuming would leave them at the "
+                f"stage's starting values. Remove the checkpoint-* folders under "
+                f"{self.args.output_dir} to train the stage again from its start"
+            )
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=[]))
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         if not self.fsdp_on_cpu:
@@ -195,6 +212,18 @@ def _fsdp_on_cpu(trainer: Trainer) -> None:
     trainer.accelerator.state.__dict__.update(switched, fsdp_plugin=plugin)
     trainer.is_fsdp_enabled = True
     log.info("FSDP on %d CPU processes (%s)", world_size(), plugin.sharding_strategy)
+
+
+def untied_missing_keys(model: torch.nn.Module, missing: Sequence[str]) -> list[str]:
+    """The missing names of a loaded state dict that no loaded name shares a tensor with
+    (a tied head missing is no loss: it is the input embedding, loaded under its own name)."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    gone = set(missing)
+    shared_by = {name: group for group in names.values() for name in group}
+    return [name for name in missing
+            if all(other in gone for other in shared_by.get(name, [name]))]  # fmt: skip
 
 
 def last_whole_checkpoint(work_dir: Path) -> str | None:
