@@ -1,6 +1,7 @@
 """Grids on a tiny model: expansion, stage sharing, kill and resume, failures, status, Ray."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -140,10 +141,17 @@ def test_killed_grid_resumes_to_the_uninterrupted_results(tiny_model_dir, tmp_pa
     states = [run_state(r) for r in grid.runs]
     assert [s["state"] for s in states] == ["finished", "running", "pending", "pending"]
     assert states[1]["stages_done"] == 1
+    # how far the running stage has come, from the file its process rewrites as it trains
+    running = r"stage 2: step 2 of at most \d+, loss [\d.e-]+, [\d.]+ s a step, at most ~\d+ min "
+    assert re.fullmatch(running + "left", states[1]["detail"]), states[1]["detail"]
+    assert states[1]["detail"] in status_table(grid)
     state_file = grid.runs[1].run_dir / "grid-state.json"
     record = json.loads(state_file.read_text())
     state_file.write_text(json.dumps(record | {"pid": 2**22 + 7}))  # the killed process is gone
-    assert run_state(grid.runs[1])["state"] == "interrupted"
+    state = run_state(grid.runs[1])
+    assert state["state"] == "interrupted"
+    assert re.fullmatch(r"stage 2: last heard at step 2 of at most \d+, loss [\d.e-]+; a rerun "
+                        r"resumes from step 2", state["detail"]), state["detail"]  # fmt: skip
     monkeypatch.undo()
     trained = _count_trainings(monkeypatch)
     run_grid(grid, progress=False)
@@ -377,3 +385,24 @@ def test_runs_archived_under_another_data_dir_spelling_are_named_not_retrained(
                         overrides=["training.learning_rate=0.02"],
                         data_dir=str(tmp_path / "elsewhere"))  # fmt: skip
     assert "another --data-dir" not in status_table(changed, archive)
+
+
+def test_training_progress_reads_the_stage_progress_file(tmp_path):
+    from factmem.grid.status import training_progress
+    from factmem.layout import RunFolder
+
+    stage = RunFolder(tmp_path / "run").stage(2)
+    assert training_progress(stage, running=True) == ""  # not started: nothing said
+    stage.trainer.mkdir(parents=True)
+    (stage.trainer / "checkpoint-60").mkdir()
+    stage.progress.write_text(json.dumps({"step": 90, "max_steps": 240, "epoch": 7.5,
+                                          "loss": 0.4515, "train_time_s": 720.0,
+                                          "updated": 1000.0}))  # fmt: skip
+    assert training_progress(stage, running=True, now=1010.0) == (
+        "stage 2: step 90 of at most 240, loss 0.452, 8.0 s a step, at most ~20 min left")
+    assert training_progress(stage, running=True, now=1000.0 + 1800).endswith(
+        "min left, last heard 30 min ago")  # a process alive but silent: say so
+    assert training_progress(stage, running=False) == (
+        "stage 2: last heard at step 90 of at most 240, loss 0.452; a rerun resumes from step 60")
+    stage.progress.write_text("{")  # cut short: says nothing rather than fail the table
+    assert training_progress(stage, running=True) == ""

@@ -13,6 +13,7 @@ file mechanics of a stage folder (forgetting a damaged stage, taking a shared on
           fingerprint                  hash of what determines the stage
           data.jsonl                   the exact examples the stage trained on
           trainer/                     trainer checkpoints, removed once the model is saved
+            progress.json              where training is, for `factmem grid --status`
           model/  adapter/             the stage's checkpoint (and LoRA adapter)
           training.json                how training went; written after model/
           predictions/<set>.jsonl      per-example outputs and verdicts
@@ -58,6 +59,16 @@ class StageFolder:
     @property
     def trainer(self) -> Path:
         return self.path / "trainer"
+
+    @property
+    def progress(self) -> Path:
+        return self.trainer / "progress.json"
+
+    def last_checkpoint_step(self) -> int | None:
+        """The step of the newest trainer checkpoint (a resume starts there), if any."""
+        steps = [int(c.name.removeprefix("checkpoint-")) for c in self.trainer.glob("checkpoint-*")
+                 if c.name.removeprefix("checkpoint-").isdigit()]  # fmt: skip
+        return max(steps, default=None)
 
     @property
     def model(self) -> Path:

@@ -335,7 +335,8 @@ def _train(stage: Stage, start_model: str, tokenizer, progress) -> tuple[Any, St
     plan = StagePlan(train_set, config.stage_training(stage.index), settings.stop,
                      folder.trainer, config.seed, epoch_check=epoch_check,
                      probe=_curve_probe(config, stage.index, stage.sets, tokenizer),
-                     probe_every_steps=evaluation.curve_every_steps, plugins=plugins)
+                     probe_every_steps=evaluation.curve_every_steps, plugins=plugins,
+                     progress_file=folder.progress)
     outcome = train_stage(model, tokenizer, plan, progress)
     for method in methods:  # e.g. LoRA merges (keeping its adapter), WiSE-FT averages
         model = method.after_training(model)

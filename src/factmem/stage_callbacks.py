@@ -1,7 +1,8 @@
 """What a stage's training loop does between steps, as Trainer callbacks: the stop rule,
 checkpoints every N epochs (apart from the rule, which only says when to stop), forgetting-
-curve probes, training time kept across resumes, memory handed back to the OS, and the loss
-on the progress bar. train_stage (training.py) puts them on its Trainer.
+curve probes, training time kept across resumes, memory handed back to the OS, the loss
+on the progress bar, and a progress file for other processes to read. train_stage
+(training.py) puts them on its Trainer.
 """
 
 from __future__ import annotations
@@ -96,6 +97,33 @@ def train_time_before(checkpoint: str | None) -> float:
         return float(json.loads(file.read_text())["train_time_s"])
     except (ValueError, KeyError, TypeError):
         return 0.0  # a checkpoint from before the file existed, or damaged: count from here
+
+
+class ProgressFileCallback(TrainerCallback):
+    """Writes where training is (step, the most steps it may take, loss, seconds so far) to
+    a small file, at most every `every_s` seconds and at every checkpoint, so that `factmem
+    grid --status` can say how far a run in another process has come (the progress bar
+    lives in that process's log)."""
+
+    def __init__(self, path: Path, timer: TrainTimeCallback, every_s: float = 5.0):
+        self.path, self.timer, self.every_s = path, timer, every_s
+        self.written, self.last = -math.inf, None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and state.is_world_process_zero:
+            self.last = {"step": state.global_step, "max_steps": state.max_steps,
+                         "epoch": state.epoch, "loss": logs["loss"]}  # fmt: skip
+            if time.monotonic() - self.written >= self.every_s:
+                self._write()
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.last is not None and state.is_world_process_zero:
+            self._write()
+
+    def _write(self) -> None:
+        self.written = time.monotonic()
+        write_json_atomic(self.path, self.last | {"train_time_s": self.timer.seconds(),
+                                                  "updated": time.time()})  # fmt: skip
 
 
 class LossInProgressBar(ProgressCallback):

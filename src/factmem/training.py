@@ -48,6 +48,7 @@ from factmem.stage_callbacks import (  # noqa: F401  (some kept importable from 
     CheckpointCallback,
     LossInProgressBar,
     ProbeCallback,
+    ProgressFileCallback,
     StopRuleCallback,
     TrainTimeCallback,
     TrimMemoryCallback,
@@ -313,6 +314,7 @@ class StagePlan:
     probe: Callable[[PreTrainedModel], dict[str, float]] | None = None
     probe_every_steps: int = 0
     plugins: Sequence[Plugin] = ()  # continual-learning methods' loss terms
+    progress_file: Path | None = None  # where training is, for other processes to read
 
 
 def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan: StagePlan,
@@ -349,7 +351,7 @@ def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan
     attention = AttentionSwitch(trained, cfg.attention,
                                 torch.bfloat16 if args.bf16 else torch.float32)  # fmt: skip
     last = last_whole_checkpoint(work_dir)
-    timer = TrainTimeCallback(train_time_before(last))  # first: its file is in every checkpoint
+    timer = TrainTimeCallback(train_time_before(last))
     callback = StopRuleCallback(
         rule, attention.scoring(lambda: epoch_check(model)) if epoch_check else None
     )
@@ -358,7 +360,9 @@ def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan
         args=args,
         train_dataset=encoded,
         data_collator=make_collator(tokenizer, cfg.packing, trained, cfg.pack_row_tokens),
-        callbacks=[timer, callback, CheckpointCallback(cfg.checkpoint_every_epochs, callback)]
+        callbacks=[timer]  # first: its file is in every checkpoint; the progress file at each too
+        + ([ProgressFileCallback(plan.progress_file, timer)] if plan.progress_file else [])
+        + [callback, CheckpointCallback(cfg.checkpoint_every_epochs, callback)]
         + ([ProbeCallback(attention.scoring(lambda: probe(model)), plan.probe_every_steps)]
            if probe else [])
         + ([TrimMemoryCallback()] if trims_memory(cfg.trim_memory) else []),

@@ -20,7 +20,7 @@ from factmem.config import ExperimentConfig, load_config
 from factmem.config.loader import apply_overrides
 from factmem.errors import ConfigError
 from factmem.grid.plan import Grid, GridRun, stage_finished
-from factmem.layout import RunFolder, grid_record
+from factmem.layout import RunFolder, StageFolder, grid_record
 
 log = logging.getLogger("factmem.grid")  # one logger name for every room
 
@@ -118,10 +118,35 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
     else:
         state = "interrupted" if done or run.folder.stages() else "pending"
     detail = record.get("error", "") if state == "failed" else ""
+    if state in ("running", "interrupted") and done < total:
+        detail = training_progress(run.folder.stage(done + 1), running=state == "running")
     if not detail and (moved := archived_under_other_paths(run, archive)):
         detail = f"archived under another --data-dir: {moved[0][0]} = {moved[0][1]}"
     return {"run": run.name, "state": state, "stages_done": done, "stages": total,
             "detail": detail}
+
+
+def training_progress(stage: StageFolder, running: bool, now: float | None = None) -> str:
+    """Where a stage's training stands, from the file its training process rewrites every few
+    seconds: 'stage 2: step 96 of at most 240, loss 0.45, 7.3 s a step, at most ~18 min
+    left'. The stop rule may end the stage before its last step, hence "at most". For a
+    stage whose process is gone: where it was last heard of, and the step a rerun resumes
+    from (its newest checkpoint)."""
+    try:
+        at = json.loads(stage.progress.read_text())
+        step, most, loss = int(at["step"]), int(at["max_steps"]), float(at["loss"])
+        per_step = float(at["train_time_s"]) / max(step, 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # not started, finished (its folder removed), or older code: say nothing
+    if not running:
+        resume = stage.last_checkpoint_step() or 0
+        return (f"stage {stage.number}: last heard at step {step} of at most {most}, loss "
+                f"{loss:.3g}; a rerun resumes from step {resume}")  # fmt: skip
+    where = f"stage {stage.number}: step {step} of at most {most}, loss {loss:.3g}"
+    left = (most - step) * per_step / 60
+    ago = (now if now is not None else time.time()) - float(at.get("updated", 0))
+    stale = f", last heard {ago / 60:.0f} min ago" if ago > 600 else ""
+    return f"{where}, {per_step:.1f} s a step, at most ~{left:.0f} min left{stale}"
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -169,7 +194,7 @@ def status_table(grid: Grid, archive: Path | None = None) -> str:
         f"{n} {s}" for s, n in counts.items() if n)]  # fmt: skip
     width = max(len(r.name) for r in grid.runs)
     for x in states:
-        detail = f"  {x['detail'].splitlines()[0][:100]}" if x["detail"] else ""
+        detail = f"  {x['detail'].splitlines()[0][:120]}" if x["detail"] else ""
         lines.append(f"  {x['run']:<{width}}  {x['state']:<11} stages {x['stages_done']}/"
                      f"{x['stages']}{detail}")  # fmt: skip
     return "\n".join(lines)
