@@ -309,14 +309,25 @@ def test_a_grid_completes_from_its_archive_on_a_new_machine(tiny_model_dir, tmp_
     shutil.rmtree(tmp_path / "a" / "runs")  # the machine is gone; the archive is kept
     wider = {"strategy": {"No Mixing": {}, "Replay 0.5": {"stages[1].replay": {"fraction": 0.5}}},
              "seed": [0, 1]}  # fmt: skip
-    second = load_grid(_grid_file(tmp_path / "b", tiny_model_dir, axes=wider))
+    second_file = _grid_file(tmp_path / "b", tiny_model_dir, axes=wider)
+    second = load_grid(second_file)
     assert "2 archived, 2 pending" in status_table(second, archive)
+    # a dry run budgets what is left: the archived runs are marked skipped
+    capsys.readouterr()
+    assert main(["grid", second_file, "--dry-run", "--archive", str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 4 runs already there (skipped), 2 to run" in out
+    assert "no-mixing_seed1: strategy=No Mixing, seed=1  [archived: skipped]" in out
+    assert "replay-0.5_seed1: strategy=Replay 0.5, seed=1\n" in out
     trained = _count_trainings(monkeypatch)
     run_grid(second, progress=False, archive=archive)
     # the replay runs need stage 1, whose weights were not archived: trained again, once each
     assert sorted(trained) == ["replay-0.5_seed0/stage1", "replay-0.5_seed0/stage2",
                                "replay-0.5_seed1/stage1", "replay-0.5_seed1/stage2"]
     assert "4 archived" in status_table(second, archive)
+    capsys.readouterr()
+    assert main(["grid", second_file, "--dry-run", "--archive", str(archive), "--gpu", "H100"]) == 0
+    assert "nothing left to run: every run is archived" in capsys.readouterr().out
     assert not (second.runs[0].run_dir / "results.json").exists()  # skipped, not rerun
     for name, stages in expected.items():
         archived = RunResults.read(archive / "g" / name / "results.json")

@@ -109,7 +109,14 @@ def cmd_filter(args: argparse.Namespace) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
-    from factmem.grid import check_data_paths, describe_plan, load_grid, run_grid, status_table
+    from factmem.grid import (
+        check_data_paths,
+        describe_plan,
+        dry_run_listing,
+        load_grid,
+        run_grid,
+        status_table,
+    )
 
     grid = load_grid(args.grid, args.set or [], args.profile, args.data_dir, args.only or [])
     archive = Path(args.archive) if args.archive else None
@@ -119,13 +126,14 @@ def cmd_grid(args: argparse.Namespace) -> None:
         return
     if args.dry_run:
         check_data_paths(grid)
-        print(describe_plan(grid))
-        for run in grid.runs:
-            print(f"  {run.name}: " + ", ".join(f"{k}={v}" for k, v in run.tags.items()))
-        if args.gpu:
+        listing, todo = dry_run_listing(grid, archive)
+        print(listing)
+        if args.gpu and not todo.runs:
+            print("\nnothing left to run: every run is archived")
+        elif args.gpu:
             from factmem.estimate import grid_estimate
 
-            print("\n" + grid_estimate(grid, args.gpu, args.gpus, args.mfu))
+            print("\n" + grid_estimate(todo, args.gpu, args.gpus, args.mfu))
         return
     _setup_logging(grid_log(grid.directory), args.quiet)
     run_grid(grid, args.backend, progress=not args.quiet, archive=archive, **(

@@ -48,6 +48,7 @@ from factmem.grid.status import (  # noqa: F401
     check_data_paths,
     data_paths,
     describe_plan,
+    dry_run_listing,
     run_state,
     status_table,
     write_plan,

@@ -207,6 +207,26 @@ def describe_plan(grid: Grid) -> str:
             f"{c['finished']} already finished -> {grid.directory}")  # fmt: skip
 
 
+def dry_run_listing(grid: Grid, archive: Path | None = None) -> tuple[str, Grid]:
+    """The plan and its runs, one a line, and the grid of runs still to make. With an archive,
+    runs found there are marked skipped (a real run skips them), so `--dry-run --archive`
+    budgets what is left, not the whole grid; runs archived under other data paths refuse,
+    as the real run would."""
+    if archive is not None:
+        check_archive_paths(grid, archive)
+    skipped = {run.name for run in grid.runs if archived(run, archive)}
+    lines = [describe_plan(grid)]
+    if archive is not None:
+        lines.append(f"archive {archive}: {len(skipped)} of {len(grid.runs)} runs already "
+                     f"there (skipped), {len(grid.runs) - len(skipped)} to run")  # fmt: skip
+    for run in grid.runs:
+        mark = "  [archived: skipped]" if run.name in skipped else ""
+        lines.append(f"  {run.name}: " + ", ".join(f"{k}={v}" for k, v in run.tags.items())
+                     + mark)  # fmt: skip
+    todo = Grid(grid.name, grid.directory, [r for r in grid.runs if r.name not in skipped])
+    return "\n".join(lines), todo
+
+
 def data_paths(config: ExperimentConfig) -> Iterator[tuple[str, str]]:
     """(field, path) of every local file or folder a run's stages would read."""
     for k, stage in enumerate(config.stages):
