@@ -10,7 +10,7 @@ from factmem.config import StopRule, TrainingConfig
 from factmem.data.factoid import key_value_recall
 from factmem.errors import ConfigError
 from factmem.models import compute_device, load_model, load_tokenizer
-from factmem.training import StagePlan, train_stage
+from factmem.training import StagePlan, cpu_name, device_text, train_stage
 
 FAST = dict(
     learning_rate=1e-2, batch_size=4, bf16=False, checkpoint_every_epochs=0, warmup_ratio=0.0
@@ -42,6 +42,17 @@ def test_fixed_epochs(tiny_model_dir, tmp_path):
     assert any(h["loss"] != round(h["loss"], 4) for h in out.loss_curve)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert out.device.startswith(expected) and out.device.endswith(", fp32")  # the record
+    if expected == "cpu" and cpu_name():  # the CPU that trained it, as its kernels differ
+        assert out.device == f"cpu ({cpu_name()}), fp32"
+
+
+def test_cpu_name_reads_the_model_name_and_falls_back(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                    "model name\t: Intel(R) Xeon(R) Processor\nflags\t: fpu avx512_bf16\n")
+    assert cpu_name(info) == "Intel(R) Xeon(R) Processor"
+    assert cpu_name(tmp_path / "absent") == platform.processor()
+    assert device_text(torch.device("cpu"), True).endswith(", bf16")
 
 
 def test_the_compute_device_follows_cuda_and_can_be_forced(monkeypatch):

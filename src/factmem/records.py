@@ -162,7 +162,7 @@ class StageOutcome(_Record):
     mixture: dict = field(default_factory=dict)
     shared_from: str | None = None
     attention: dict[str, int] = field(default_factory=dict)  # kernel -> batches it trained
-    device: str = ""  # where it trained: `cuda:0 (NVIDIA H200), bf16`, `cpu, fp32`
+    device: str = ""  # where it trained: `cuda:0 (NVIDIA H200), bf16`, `cpu (<CPU model>), fp32`
 
     def to_json(self) -> dict:
         data = asdict(self)

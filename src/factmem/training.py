@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -81,10 +82,23 @@ def use_bf16(setting: str | bool) -> bool:
 
 
 def device_text(device: torch.device, bf16: bool) -> str:
-    """Where a stage trained, for its record: `cuda:0 (NVIDIA H200), bf16` / `cpu, fp32`;
-    a GPU run that fell back to the CPU shows in every training.json."""
-    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    return f"{device}{name}, {'bf16' if bf16 else 'fp32'}"
+    """Where a stage trained, for its record: `cuda:0 (NVIDIA H200), bf16` / `cpu (Intel(R)
+    Xeon(R) Processor), bf16`; a GPU run that fell back to the CPU shows in every
+    training.json, and two CPUs, whose bf16 kernels give slightly different models from one
+    seed, are told apart in the archive."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return f"{device}{f' ({name})' if name else ''}, {'bf16' if bf16 else 'fp32'}"
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name: Linux's /proc/cpuinfo, else what `platform` knows ('' if nothing)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 class _StageTrainer(Trainer):
