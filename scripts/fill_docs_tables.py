@@ -47,6 +47,7 @@ GRIDS = {
     "regime-map": (MAP_TITLE,),
     "regime-strategies": (CONTRAST, STATUS, CONTROLS),  # the paired tables: in its report
     "regime-extras": (D_B, LOSS, PAIRED, SEEDS, CONTROLS, REPLAY, STATUS),
+    "regime-gsm8k": (D_B, LOSS),
 }
 # README blocks that show one section of one grid's report: marker -> (grid, section)
 README_SECTIONS = {"regime-contrast": ("regime-strategies", CONTRAST)}
