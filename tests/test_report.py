@@ -215,6 +215,25 @@ def test_two_runs_of_one_cell_and_seed_are_refused_not_pooled(paired_dir, capsys
     assert "tell them apart with a grid axis" in capsys.readouterr().err
 
 
+def test_a_run_found_twice_with_other_results_is_named_not_silently_dropped(paired_dir,
+                                                                           tmp_path):  # fmt: skip
+    """Two folders holding the same run (name and fingerprints): one copy is read. A plain
+    copy (runs/ and its archive) is not worth a word; the same config trained twice with
+    another outcome (e.g. on another machine) is named on the page, with the one used."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(paired_dir / "none-s1", elsewhere / "none-s1")  # a plain copy
+    _write_paired_run(elsewhere, "none-s0", 0, list(range(12)), "No Mixing")  # trained again
+    runs = collect_runs([paired_dir, elsewhere])
+    assert len(runs) == len(collect_runs(paired_dir))
+    assert runs.attrs["found_twice"] == [
+        f"none-s0 in {elsewhere} (D_A 60.0% after stage 2) set aside for {paired_dir}'s "
+        "(D_A 50.0% after stage 2)"]
+    page = write_report([paired_dir, elsewhere], tmp_path / "report")
+    text = page.with_name("report.md").read_text()
+    assert "- **runs found twice, with other results**: none-s0 in " in text
+    assert "runs found twice" not in write_report(paired_dir).with_name("report.md").read_text()
+
+
 def test_a_run_without_a_no_mixing_twin_is_counted_in_the_paired_table(paired_dir):
     from factmem.report import paired_table
 

@@ -102,6 +102,7 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     dirs = [runs_dirs] if isinstance(runs_dirs, Path) else list(runs_dirs)
     out = out or dirs[0] / "report"
     runs = collect_runs(dirs)
+    found_twice = runs.attrs.get("found_twice", [])
     strategies = set(runs["strategy"])
     for control in versus:
         if control not in strategies:
@@ -138,6 +139,8 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     name = ", ".join(dict.fromkeys(d.resolve().name for d in dirs))
     made_by = f"{len(runs)} finished runs ({setting_text(runs)}). Made by `{command}`."
     summary = summary_items(runs)
+    if found_twice:  # the same config trained twice, unlike: say which copy the tables read
+        summary["runs found twice, with other results"] = "; ".join(found_twice)
     markdown = [f"# factmem report: {name}\n", made_by + "\n", "## What was run\n"]
     markdown += [f"- **{k}**: {v}" for k, v in summary.items()] + [""]
     markdown += [f"![{title}]({path.name})\n" for title, path in lead.items()]

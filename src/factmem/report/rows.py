@@ -33,9 +33,11 @@ EMBEDDED_NAME = ("smollm2-135m", "SmolLM2-135M-Instruct (dequantised from Q4_1)"
 def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
     """One row per finished run under the folders (any depth up to 3): runs folders or
     archives (factmem.archive). A run found twice (in runs/ and in an archive: same name and
-    stage fingerprints) counts once, from the first folder named."""
+    stage fingerprints) counts once, from the first folder named. When the two copies differ
+    (the same config trained twice, e.g. on two machines) the one set aside is named in
+    `.attrs["found_twice"]` and in the log: the report says which one it used."""
     dirs = [runs_dirs] if isinstance(runs_dirs, Path) else list(runs_dirs)
-    rows, seen = [], set()
+    rows, first, found_twice = [], {}, []
     for runs_dir in dirs:
         if not runs_dir.is_dir():
             raise FactmemError(f"{runs_dir}: no such folder")
@@ -45,15 +47,38 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
                 log.info("skipping %s: not finished", run_dir)
                 continue
             identity = (run_dir.name, tuple(r.fingerprint for r in results.stages))
-            if identity in seen:
+            if identity in first:
+                used, used_results = first[identity]
+                if _outcome(results) != _outcome(used_results):
+                    found_twice.append(f"{run_dir.name} in {run_dir.parent} ({_last_d_a(results)}"
+                                       f") set aside for {used.parent}'s "
+                                       f"({_last_d_a(used_results)})")  # fmt: skip
                 continue
-            seen.add(identity)
+            first[identity] = (run_dir, results)
             config = load_config(run.config)
             rows.append(run_row(run_dir, config, results))
     if not rows:
         where = ", ".join(str(d) for d in dirs)
         raise FactmemError(f"no finished runs (results.json with finished: true) under {where}")
-    return _one_run_per_cell_and_seed(separate_regimes(pd.DataFrame(rows)))
+    for line in found_twice:
+        log.warning("a run trained twice with other results: %s", line)
+    runs = _one_run_per_cell_and_seed(separate_regimes(pd.DataFrame(rows)))
+    runs.attrs["found_twice"] = found_twice
+    return runs
+
+
+def _outcome(results: RunResults) -> list:
+    """What a run's training and scoring gave, stage by stage: equal for two copies of one
+    run, different for two trainings of one config that did not end alike."""
+    return [(sorted(s.accuracy.items()), [p.get("loss") for p in s.loss_curve])
+            for s in results.stages]  # fmt: skip
+
+
+def _last_d_a(results: RunResults) -> str:
+    """`D_A 57.0% after stage 2`: the first set's exact match after the last stage."""
+    last = results.stages[-1]
+    name, value = next(iter(last.accuracy.items()))
+    return f"{name} {100 * value:.1f}% after stage {last.index}"
 
 
 def regime_text(facts: int | None, learning_rate: float) -> str:
