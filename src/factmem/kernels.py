@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -189,18 +188,12 @@ def _choices_file() -> Path:
 
 @functools.cache
 def _machine(device: torch.device) -> str:
-    """What the timings depend on: the processor (or GPU) and the torch build."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        try:
-            lines = Path("/proc/cpuinfo").read_text().splitlines()
-            models = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-            name = models[0] if models else platform.processor()
-            name += f" x{os.cpu_count()}"
-        except OSError:
-            name = platform.processor() or platform.machine()
-    return f"{name}, torch {torch.__version__}"
+    """What the timings depend on: the processor (or GPU), the CPU's core count, the torch
+    build."""
+    from factmem.models import device_name
+
+    cores = "" if device.type == "cuda" else f" x{os.cpu_count()}"
+    return f"{device_name(device)}{cores}, torch {torch.__version__}"
 
 
 def _load_choices() -> None:

@@ -10,6 +10,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +179,20 @@ def compute_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def device_name(device: torch.device, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The GPU's or the CPU's model name (Linux's /proc/cpuinfo, else what `platform` knows):
+    two processors give slightly different numbers from one seed, and other kernel timings."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def load_model(path: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from factmem.errors import ConfigError, FactmemError
 from factmem.integrity import checkpoint_problem
 from factmem.kernels import AttentionSwitch
 from factmem.methods import Plugin
-from factmem.models import compute_device
+from factmem.models import compute_device, device_name
 from factmem.records import StageOutcome
 from factmem.sharding import (
     cpu_fsdp_plugin,
@@ -86,19 +85,8 @@ def device_text(device: torch.device, bf16: bool) -> str:
     Xeon(R) Processor), bf16`; a GPU run that fell back to the CPU shows in every
     training.json, and two CPUs, whose bf16 kernels give slightly different models from one
     seed, are told apart in the archive."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    name = device_name(device)
     return f"{device}{f' ({name})' if name else ''}, {'bf16' if bf16 else 'fp32'}"
-
-
-def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name: Linux's /proc/cpuinfo, else what `platform` knows ('' if nothing)."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 class _StageTrainer(Trainer):
