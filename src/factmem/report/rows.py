@@ -13,7 +13,7 @@ from factmem.data.registry import REGISTRY
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.mixing import mixing_source
-from factmem.records import FACT_STATUSES, RunResults, fact_status, read_predictions
+from factmem.records import FACT_STATUSES, RunResults, StageRecord, fact_status, read_predictions
 from factmem.regime_map import REGIME_TAG
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
 def _outcome(results: RunResults) -> list:
     """What a run's training and scoring gave, stage by stage: equal for two copies of one
     run, different for two trainings of one config that did not end alike."""
-    return [(sorted(s.accuracy.items()), [p.get("loss") for p in s.loss_curve])
-            for s in results.stages]  # fmt: skip
+    return [(sorted(s.accuracy.items()), _losses(s)) for s in results.stages]
 
 
 def _last_d_a(results: RunResults) -> str:
@@ -197,8 +196,12 @@ def _last_loss(loss_curve: list[dict]) -> float | None:
 def earlier_stages(results: RunResults) -> list[tuple[str, tuple[float, ...]]]:
     """(fingerprint, training losses) of every stage before the last: what tells whether two
     runs of a pair start their last stage from one model."""
-    return [(r.fingerprint, tuple(p["loss"] for p in r.loss_curve if "loss" in p))
-            for r in results.stages[:-1]]  # fmt: skip
+    return [(r.fingerprint, _losses(r)) for r in results.stages[:-1]]
+
+
+def _losses(stage: StageRecord) -> tuple[float, ...]:
+    """A stage's training losses, step by step: equal only for one training, not two."""
+    return tuple(p["loss"] for p in stage.loss_curve if "loss" in p)
 
 
 def trained_apart(ours: list, twin: list) -> bool:
