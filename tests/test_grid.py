@@ -365,37 +365,70 @@ def test_only_runs_a_slice_with_the_full_grid_names(tiny_model_dir, tmp_path):
         load_grid(path, only=["seed=7"])
 
 
-def test_runs_archived_under_another_data_dir_spelling_are_named_not_retrained(
+def test_runs_archived_under_another_data_dir_are_recognised_by_their_files_digests(
         tiny_model_dir, tmp_path, monkeypatch):  # fmt: skip
     """Stage fingerprints name the data path: the same files under another --data-dir
-    spelling (here a symlink) make other fingerprints. Going on would train every run again
-    and replace its archive; the grid refuses, naming the run, field, both paths and the fix."""
+    spelling (here a symlink) make other fingerprints. The archive records each data file's
+    sha256, so the same bytes count as the same run (skipped, not trained again); other
+    bytes, or an archive that records no digests, are refused by name (going on would train
+    every run again and replace its archive) until `factmem archive --record-data-from`
+    records them."""
+    import json
+
+    from factmem.cli import main as factmem
+
     data = tmp_path / "data"
     data.mkdir()
     (data / "words.txt").write_text("\n".join(f"word{i}" for i in range(50)))
     (tmp_path / "elsewhere").symlink_to(data)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "words.txt").write_text("\n".join(f"word{i}" for i in range(51)))
     mixing = {"source": "random_words", "words": 4, "word_list": "{data_dir}/words.txt"}
     axes = {"strategy": {"-/Random": {"stages[1].mixing": mixing}}, "seed": [0]}
     archive = tmp_path / "archive"
     first = load_grid(_grid_file(tmp_path / "a", tiny_model_dir, axes=axes), data_dir=str(data))
     run_grid(first, progress=False, archive=archive)
+    marker = archive / first.runs[0].run_dir.parent.name / first.runs[0].name / "archive.json"
+    recorded = json.loads(marker.read_text())["data"]
+    assert list(recorded) == ["stages[1].mixing.word_list"]
     same = load_grid(_grid_file(tmp_path / "b", tiny_model_dir, axes=axes), data_dir=str(data))
     assert "1 archived" in status_table(same, archive)
 
+    trained = _count_trainings(monkeypatch)
     moved = load_grid(_grid_file(tmp_path / "c", tiny_model_dir, axes=axes),
                       data_dir=str(tmp_path / "elsewhere"))  # fmt: skip
-    assert "another --data-dir" in status_table(moved, archive)
-    trained = _count_trainings(monkeypatch)
-    with pytest.raises(ConfigError, match=r"1 run\(s\) are archived .* stages\[1\]\.mixing\."
-                       r"word_list = .*/data/words.txt there, .*/elsewhere/words.txt here.*"
-                       r"'.*/elsewhere' -> '.*/data'"):  # fmt: skip
-        run_grid(moved, progress=False, archive=archive)
+    assert "1 archived" in status_table(moved, archive)
+    assert "same files (sha256) under another --data-dir" in status_table(moved, archive)
+    run_grid(moved, progress=False, archive=archive)
     assert trained == []
-    # another setting as well as another path: a different run, not a spelling
+
     changed = load_grid(_grid_file(tmp_path / "d", tiny_model_dir, axes=axes),
-                        overrides=["training.learning_rate=0.02"],
-                        data_dir=str(tmp_path / "elsewhere"))  # fmt: skip
-    assert "another --data-dir" not in status_table(changed, archive)
+                        data_dir=str(other))  # fmt: skip
+    assert "another --data-dir" in status_table(changed, archive)
+    with pytest.raises(ConfigError, match=r"1 run\(s\) are archived .* stages\[1\]\.mixing\."
+                       r"word_list = .*/data/words.txt there, .*/other/words.txt here, and the "
+                       r"files there and here differ.*'.*/other' -> '.*/data'"):  # fmt: skip
+        run_grid(changed, progress=False, archive=archive)
+    assert trained == []
+
+    # an archive made before digests were recorded: refused until they are
+    marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items()
+                                  if k != "data"}))  # fmt: skip
+    with pytest.raises(ConfigError,
+                       match=r"records no digest .*`factmem archive .* --record-data-from DIR`"):
+        run_grid(moved, progress=False, archive=archive)
+    assert factmem(["archive", str(archive), "--record-data-from", "/"]) == 0
+    assert json.loads(marker.read_text())["data"] == recorded
+    assert "afterwards" in json.loads(marker.read_text())["data_digested"]
+    run_grid(moved, progress=False, archive=archive)
+    assert trained == []
+
+    # another setting as well as another path: a different run, not a spelling
+    other_run = load_grid(_grid_file(tmp_path / "e", tiny_model_dir, axes=axes),
+                          overrides=["training.learning_rate=0.02"],
+                          data_dir=str(tmp_path / "elsewhere"))  # fmt: skip
+    assert "another --data-dir" not in status_table(other_run, archive)
 
 
 def test_training_progress_reads_the_stage_progress_file(tmp_path):

@@ -11,6 +11,9 @@ keeps only the results, in the same layout, so every reader of run folders reads
 skips the runs already in it and archives each run it finishes, so a grid of many hours can
 be completed over several sittings, on several machines, and its report rebuilt anywhere.
 
+archive.json records where and when, and the sha256 of each data file the run read: a grid
+that spells --data-dir otherwise (another machine's folder) recognises the run by its files.
+
 By default predictions keep a hash of each prompt and the verdict, not the text: enough for
 the paired statistics (facts are matched by that hash), small, and free of the datasets'
 text, which a repository may not be allowed to redistribute. `with_text=True` keeps it all.
@@ -24,6 +27,8 @@ import shutil
 from pathlib import Path
 
 from factmem.atomic import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from factmem.config import load_config
+from factmem.data_files import data_digests
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, StageFolder, runs_under
 from factmem.records import (  # noqa: F401  (prediction_key, replayed_fact_keys: kept importable here)
@@ -88,13 +93,67 @@ def archive_run(run_dir: Path, dest: Path, with_text: bool = False) -> Path:
             write_jsonl_atomic(copy.predictions(file.stem), rows)
     write_json_atomic(tmp.path / MARKER, {
         "archived_from": str(run_dir),
-        "archived_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "archived_at": _now(),
         "with_text": with_text,
+        "data": _read_data_digests(source),
     })  # fmt: skip
     if dest.exists():
         shutil.rmtree(dest)
     tmp.path.replace(dest)
     return dest
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_data_digests(run: RunFolder, base: Path | None = None) -> dict[str, dict]:
+    """Digests of the data files the run's config names, as they are now (the grid archives a
+    run as it finishes, so these are the bytes it read): what lets a later grid that spells
+    --data-dir otherwise recognise the run (grid/status.py). Empty when the config no
+    longer loads."""
+    try:
+        return data_digests(load_config(run.config), base) if run.config.is_file() else {}
+    except FactmemError:
+        return {}
+
+
+def record_data_digests(run_archive: Path, base: Path) -> dict[str, dict] | None:
+    """Add the data digests to an archived run made before archives recorded them, reading
+    its data paths relative to `base` (where its grid ran). Says so in archive.json: these
+    are the files found there now, taken to be those the run read. None: nothing to add."""
+    marker = run_archive / MARKER
+    meta = json.loads(marker.read_text())
+    if "data" in meta:
+        return None
+    found = _read_data_digests(RunFolder(run_archive), base)
+    if not found:
+        return None
+    meta |= {"data": found, "data_digested": f"afterwards, {_now()}, from {base.resolve()}: "
+             "the files found there then, taken to be those the run read"}  # fmt: skip
+    write_json_atomic(marker, meta)
+    return found
+
+
+def record_archive_data(sources: list[Path], base: Path) -> int:
+    """record_data_digests for every archived run under `sources` (an archive, a grid of it,
+    or one run); returns how many gained digests."""
+    added = 0
+    for source in sources:
+        if not source.is_dir():
+            raise FactmemError(f"{source}: no such folder")
+        runs = [source] if (source / MARKER).is_file() else [
+            r.path for r in runs_under(source, 2) if (r.path / MARKER).is_file()]  # fmt: skip
+        added += sum(record_data_digests(run, base) is not None for run in runs)
+    return added
+
+
+def archived_data_digests(run_archive: Path) -> dict[str, dict]:
+    """The data digests an archived run records ({} for archives made before they were)."""
+    try:
+        return json.loads((run_archive / MARKER).read_text()).get("data") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def fill_replayed_facts(mixture: dict, stage: StageFolder | None) -> dict:

@@ -144,8 +144,15 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_archive(args: argparse.Namespace) -> None:
-    from factmem.archive import archive_runs
+    from factmem.archive import archive_runs, record_archive_data
 
+    if args.record_data_from:
+        added = record_archive_data([Path(s) for s in args.sources], Path(args.record_data_from))
+        print(f"recorded data digests for {added} archived runs (files read from "
+              f"{args.record_data_from}/)")  # fmt: skip
+        return
+    if not args.out:
+        raise FactmemError("factmem archive: --out DIR is needed (where the archive goes)")
     made = archive_runs([Path(s) for s in args.sources], Path(args.out), args.with_text)
     print(f"archived {len(made)} finished runs (no weights) in {args.out}/")
 
@@ -287,7 +294,14 @@ def _add_results(sub: argparse._SubParsersAction) -> None:
     """archive, report: finished runs' results kept and shown."""
     arch = sub.add_parser("archive", help="copy finished runs' results (no weights) to a folder")
     arch.add_argument("sources", nargs="+", help="run directories, grid folders or a runs root")
-    arch.add_argument("--out", required=True, help="the archive folder (<out>/<grid>/<run>/)")
+    arch.add_argument("--out", help="the archive folder (<out>/<grid>/<run>/)")
+    arch.add_argument(
+        "--record-data-from", metavar="DIR",
+        help="instead of archiving: give archived runs made before archives recorded the "
+        "digests of their data files those digests, reading the files at the runs' data paths "
+        "from DIR (where their grid ran); a later grid spelling --data-dir otherwise then "
+        "recognises them",
+    )  # fmt: skip
     arch.add_argument(
         "--with-text",
         action="store_true",

@@ -46,7 +46,6 @@ from factmem.grid.run import run_grid, run_local, run_ray, run_stage_job  # noqa
 from factmem.grid.status import (  # noqa: F401
     archived,
     check_data_paths,
-    data_paths,
     describe_plan,
     dry_run_listing,
     run_state,

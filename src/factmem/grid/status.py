@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from factmem.archive import archived_fingerprints, is_finished
+from factmem.archive import archived_data_digests, archived_fingerprints, is_finished
 from factmem.atomic import write_json_atomic
-from factmem.config import ExperimentConfig, load_config
+from factmem.config import load_config
 from factmem.config.loader import apply_overrides
+from factmem.data_files import data_paths, digest
 from factmem.errors import ConfigError
 from factmem.grid.plan import Grid, GridRun, stage_finished
 from factmem.layout import RunFolder, StageFolder, grid_record
@@ -34,20 +35,25 @@ def _in_archive(run: GridRun, archive: Path) -> tuple[Path, list[str] | None, li
 
 
 def archived(run: GridRun, archive: Path | None) -> bool:
-    """The run is in the archive (same grid and run name) with the same stage fingerprints."""
+    """The run is in the archive (same grid and run name) with the same stage fingerprints,
+    or with fingerprints that differ only by data paths whose files have the same digests."""
     if archive is None:
         return False
     _, fingerprints, wanted = _in_archive(run, archive)
-    return fingerprints == wanted
+    if fingerprints == wanted:
+        return True
+    moved = archived_under_other_paths(run, archive)
+    return bool(moved) and all(same for *_, same in moved)
 
 
 def archived_under_other_paths(run: GridRun, archive: Path | None
-                               ) -> list[tuple[str, str, str]]:  # fmt: skip
-    """[(field, archived path, this run's path), ...] when the run is archived with other
-    stage fingerprints only because its data paths are spelled otherwise (another
-    --data-dir: fingerprints name the path, e.g. `../shared/data` or `/work/shared/data`);
-    empty otherwise. Said, not guessed past: the same path spelled otherwise may hold other
-    data, so such a run is not counted as archived (check_archive_paths refuses to go on)."""
+                               ) -> list[tuple[str, str, str, bool | None]]:  # fmt: skip
+    """[(field, archived path, this run's path, same bytes), ...] when the run is archived
+    with other stage fingerprints only because its data paths are spelled otherwise
+    (another --data-dir: fingerprints name the path, e.g. `../shared/data` or
+    `/work/shared/data`); empty otherwise. `same bytes`: the digest recorded in the archive
+    equals that of the file here (True), differs (False), or was not recorded (None, an
+    archive made before digests were): only True for every field makes it the same run."""
     if archive is None:
         return []
     folder, fingerprints, wanted = _in_archive(run, archive)
@@ -62,27 +68,43 @@ def archived_under_other_paths(run: GridRun, archive: Path | None
     data = run.config.model_dump(mode="json")
     apply_overrides(data, {f: path for f, path, _ in differ}, "archived paths")
     moved = type(run.config).model_validate(data)
-    same = [moved.fingerprint(k) for k in range(len(moved.stages))] == fingerprints
-    return differ if same else []
+    if [moved.fingerprint(k) for k in range(len(moved.stages))] != fingerprints:
+        return []
+    recorded = archived_data_digests(folder)
+    return [(f, there, here, _same_bytes(recorded.get(f), here)) for f, there, here in differ]
+
+
+def _same_bytes(recorded: dict | None, path: str) -> bool | None:
+    if not recorded or not recorded.get("sha256"):
+        return None
+    return digest(path) == recorded["sha256"]
 
 
 def check_archive_paths(grid: Grid, archive: Path | None) -> None:
-    """Refuse to run a grid whose runs are archived under other data paths: they would be
-    trained again (hours) and their archive replaced. Names a run, the field and both paths."""
-    moved = [(run, differ) for run in grid.runs
-             if (differ := archived_under_other_paths(run, archive))]  # fmt: skip
+    """Refuse to run a grid whose runs are archived under other data paths with other (or
+    unrecorded) file digests: they would be trained again (hours) and their archive
+    replaced. Names a run, the field, both paths and what differs."""
+    moved = [(run, [d for d in differ if not d[3]]) for run in grid.runs
+             if (differ := archived_under_other_paths(run, archive))
+             and not all(d[3] for d in differ)]  # fmt: skip
     if not moved:
         return
     run, differ = moved[0]
-    field_name, theirs, ours = differ[0]
+    field_name, theirs, ours, same = differ[0]
     there, here = _differing_beginnings(theirs, ours)
+    why = ("the files there and here differ (sha256)" if same is False else
+           "the archive records no digest of the files it read (archived before archives "
+           "did), so whether they are these is not known")  # fmt: skip
     raise ConfigError(
         f"grid {grid.name}: {len(moved)} run(s) are archived in {archive} with their data read "
-        f"from other paths, e.g. {run.name}: {field_name} = {theirs} there, {ours} here. Stage "
-        "fingerprints name the data path, so they would be trained again and their archive "
-        f"replaced. To continue that grid, spell --data-dir as its runs did ({here!r} -> "
-        f"{there!r}; where the data live elsewhere, a symbolic link at that path to them "
-        "does it); to make new runs, use another --archive folder"
+        f"from other paths, e.g. {run.name}: {field_name} = {theirs} there, {ours} here, and "
+        f"{why}. Stage fingerprints name the data path, so they would be trained again and "
+        f"their archive replaced. To continue that grid, spell --data-dir as its runs did "
+        f"({here!r} -> {there!r}; where the data live elsewhere, a symbolic link at that path "
+        "to them does it); to make new runs, use another --archive folder"
+        + ("; if these are the files the runs read, `factmem archive "
+           f"{archive} --record-data-from DIR` records their digests (DIR: where the grid ran)"
+           if same is None else "")
     )
 
 
@@ -101,8 +123,10 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
     """finished / archived / running / failed / interrupted / pending, with stages done."""
     total = len(run.config.stages)
     if archived(run, archive):
+        moved = archived_under_other_paths(run, archive)
+        detail = f"same files (sha256) under another --data-dir: {moved[0][1]}" if moved else ""
         return {"run": run.name, "state": "archived", "stages_done": total, "stages": total,
-                "detail": ""}  # fmt: skip
+                "detail": detail}  # fmt: skip
     done = sum(stage_finished(run, k) for k in range(len(run.config.stages)))
     record: dict[str, Any] = {}
     state_file = run.folder.grid_state
@@ -225,22 +249,6 @@ def dry_run_listing(grid: Grid, archive: Path | None = None) -> tuple[str, Grid]
                      + mark)  # fmt: skip
     todo = Grid(grid.name, grid.directory, [r for r in grid.runs if r.name not in skipped])
     return "\n".join(lines), todo
-
-
-def data_paths(config: ExperimentConfig) -> Iterator[tuple[str, str]]:
-    """(field, path) of every local file or folder a run's stages would read."""
-    for k, stage in enumerate(config.stages):
-        if stage.path:
-            yield f"stages[{k}].path", stage.path
-        if isinstance(stage.options.get("templates"), str):
-            yield f"stages[{k}].options.templates", stage.options["templates"]
-        mixing = stage.mixing
-        if mixing is None:
-            continue
-        if mixing.source == "generic" and mixing.corpus == "local" and mixing.path:
-            yield f"stages[{k}].mixing.path", mixing.path
-        if mixing.source == "random_words" and mixing.word_list:
-            yield f"stages[{k}].mixing.word_list", mixing.word_list
 
 
 def check_data_paths(grid: Grid) -> None:
