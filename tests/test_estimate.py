@@ -66,3 +66,40 @@ def test_a_grid_estimate_counts_each_shared_stage_once(tiny_model_dir, tmp_path)
     assert text.count("\n| ") == trainings + 1  # header + one row per distinct training
     with pytest.raises(Exception, match="known A100"):
         grid_estimate(grid, "TPU")
+
+
+def test_the_estimate_here_times_what_is_left_at_the_speed_stages_reached_here(
+        tiny_model_dir, tmp_path):  # fmt: skip
+    """`--dry-run --here`: the stage trainings left (seed 1's three, after seed 0 ran), at the
+    median FLOP/s of the stages this machine recorded (seed 0's three), each counted once
+    though the archive holds a copy of its record."""
+    import json
+    import statistics
+
+    from test_grid import _grid_file
+
+    from factmem.estimate import estimate_here, grid_estimate_here
+    from factmem.grid import load_grid, run_grid
+
+    path = _grid_file(tmp_path, tiny_model_dir)
+    full = load_grid(path)
+    runs, archive = tmp_path / "runs", tmp_path / "archive"
+    before = estimate_here(full, [runs])
+    assert before.seconds is None and len(before.costs) == full.training_counts()["trainings"]
+    assert "no stage recorded as trained on cpu" in grid_estimate_here(full, [runs])
+
+    run_grid(load_grid(path, only=["seed=0"]), progress=False, archive=archive)
+    after = estimate_here(full, [runs, archive])
+    assert sorted((c.run, c.stage) for c in after.costs) == [
+        ("no-mixing_seed1", 1), ("no-mixing_seed1", 2), ("replay-0.5_seed1", 2)]
+    parameters = model_shape(str(tiny_model_dir)).parameters
+    measured = []
+    for record in sorted(runs.glob("g/*seed0/stage*/training.json")):
+        data = json.loads(record.read_text())
+        if "shared_from" not in data:
+            assert data["device"] == after.device
+            measured.append(6 * parameters * data["train_tokens"] / data["wall_time_s"])
+    assert len(measured) == 3 and sorted(after.rates) == pytest.approx(sorted(measured))
+    left = 6 * parameters * sum(c.tokens for c in after.costs)
+    assert after.seconds == pytest.approx(left / statistics.median(measured))
+    assert "the median of 3 stages recorded as trained here" in grid_estimate_here(full, [runs])

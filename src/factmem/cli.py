@@ -128,12 +128,17 @@ def cmd_grid(args: argparse.Namespace) -> None:
         check_data_paths(grid)
         listing, todo = dry_run_listing(grid, archive)
         print(listing)
-        if args.gpu and not todo.runs:
+        if (args.gpu or args.here) and not todo.runs:
             print("\nnothing left to run: every run is archived")
         elif args.gpu:
             from factmem.estimate import grid_estimate
 
             print("\n" + grid_estimate(todo, args.gpu, args.gpus, args.mfu))
+        elif args.here:
+            from factmem.estimate import grid_estimate_here
+
+            folders = [grid.directory.parent] + ([archive] if archive else [])
+            print("\n" + grid_estimate_here(todo, folders))
         return
     _setup_logging(grid_log(grid.directory), args.quiet)
     run_grid(grid, args.backend, progress=not args.quiet, archive=archive, **(
@@ -265,6 +270,10 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
     grid.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     grid.add_argument("--gpu", help="with --dry-run: estimate the cost on this accelerator "
                       "(A100, H100, L40S, A10G): tokens, hours, memory per device")  # fmt: skip
+    grid.add_argument("--here", action="store_true",
+                      help="with --dry-run: hours to train what is left on this machine, at "
+                      "the speed that stages recorded as trained on its processor reached "
+                      "(runs folder and --archive)")  # fmt: skip
     grid.add_argument("--gpus", type=int, default=8, help="devices for --gpu (default 8)")
     grid.add_argument("--mfu", type=float, default=0.35,
                       help="model FLOP utilisation for --gpu (default 0.35)")  # fmt: skip

@@ -31,7 +31,8 @@ from pathlib import Path
 from factmem.config import ExperimentConfig, MixingConfig
 from factmem.data.example import Example, encode_example
 from factmem.data.registry import load_examples
-from factmem.errors import ConfigError
+from factmem.errors import ConfigError, FactmemError
+from factmem.grid.plan import stage_finished
 from factmem.layout import runs_under
 from factmem.markdown import markdown_table
 from factmem.mixing import (
@@ -42,7 +43,7 @@ from factmem.mixing import (
     replay_count,
 )
 from factmem.models import load_tokenizer, resolve_model
-from factmem.records import RunResults
+from factmem.records import RunResults, StageOutcome
 
 # Peak dense bf16 FLOP/s (vendor datasheets, without sparsity).
 DEVICES = {"A100": 312e12, "H100": 989e12, "L40S": 362e12, "A10G": 125e12}
@@ -179,10 +180,9 @@ def _counting_tokenizer(model: str):
     return load_tokenizer(resolve_model("smollm2-135m"))
 
 
-def grid_estimate(grid, device: str = "H100", devices: int = 8, mfu: float = 0.35) -> str:
-    """The printed plan: one row per distinct stage training, then the totals."""
-    if device not in DEVICES:
-        raise ConfigError(f"--gpu {device!r}: known {', '.join(DEVICES)}")
+def _distinct_costs(grid, skip_finished: bool = False) -> tuple[list[StageCost], ModelShape]:
+    """One StageCost per distinct stage training of the grid (the run that trains it), and
+    the model's shape; `skip_finished`: leave out stages already finished in its folder."""
     first = grid.runs[0].config
     shape = model_shape(first.model)
     tokenizer = _counting_tokenizer(first.model)
@@ -190,9 +190,45 @@ def grid_estimate(grid, device: str = "H100", devices: int = 8, mfu: float = 0.3
     costs, by_run = [], {}
     for job in trained.values():
         run = grid.runs[job.run]
+        if skip_finished and _trained_already(run, job.stage):
+            continue
         if run.name not in by_run:
             by_run[run.name] = {c.stage: c for c in stage_costs(run.config, tokenizer, run.name)}
         costs.append(by_run[run.name][job.stage + 1])
+    return costs, shape
+
+
+def _trained_already(run, index: int) -> bool:
+    """Stage `index` of the run is finished, or a finished stage with its fingerprint waits
+    in a sibling run or grid to be shared (the pipeline's lookup, without its checks)."""
+    if stage_finished(run, index):
+        return True
+    if not run.config.share_stages:
+        return False
+    fingerprint = run.config.fingerprint(index)
+    return any(c.recorded_fingerprint() == fingerprint and c.training.is_file()
+               and c.model.is_dir() for c in run.folder.sharing_candidates(index + 1))  # fmt: skip
+
+
+def _cost_table(grid, costs: list[StageCost], shape: ModelShape, what: str) -> list[str]:
+    rows = [[c.run, str(c.stage), c.dataset, str(c.examples), str(c.epochs),
+             f"{c.tokens_per_epoch:,}", f"{c.tokens:,}"] for c in costs]  # fmt: skip
+    return [
+        f"cost of grid {grid.name}: {len(costs)} distinct stage trainings {what}, model "
+        f"{grid.runs[0].config.model} ({shape.parameters / 1e9:.2f}B parameters)",
+        "",
+        markdown_table(["run (trains it)", "stage", "dataset", "examples", "epochs",
+                        "tokens/epoch", "tokens"], rows),  # fmt: skip
+        "",
+    ]
+
+
+def grid_estimate(grid, device: str = "H100", devices: int = 8, mfu: float = 0.35) -> str:
+    """The printed plan: one row per distinct stage training, then the totals."""
+    if device not in DEVICES:
+        raise ConfigError(f"--gpu {device!r}: known {', '.join(DEVICES)}")
+    first = grid.runs[0].config
+    costs, shape = _distinct_costs(grid)
     tokens = sum(c.tokens for c in costs)
     flops = training_flops(shape, tokens)
     hours = flops / (DEVICES[device] * mfu * devices) / 3600
@@ -200,16 +236,8 @@ def grid_estimate(grid, device: str = "H100", devices: int = 8, mfu: float = 0.3
     micro = max(1, micro // devices) if first.training.micro_batch_size is None else micro
     longest = max(c.longest for c in costs)
     memory = memory_per_device(shape, devices, micro, longest)
-    rows = [[c.run, str(c.stage), c.dataset, str(c.examples), str(c.epochs),
-             f"{c.tokens_per_epoch:,}", f"{c.tokens:,}"] for c in costs]  # fmt: skip
-    return "\n".join([
-        f"cost of grid {grid.name}: {len(costs)} distinct stage trainings "
-        f"(of {sum(1 for j in grid.jobs() if j.trains)} trained stages), model {first.model} "
-        f"({shape.parameters / 1e9:.2f}B parameters)",
-        "",
-        markdown_table(["run (trains it)", "stage", "dataset", "examples", "epochs",
-                        "tokens/epoch", "tokens"], rows),  # fmt: skip
-        "",
+    what = f"(of {sum(1 for j in grid.jobs() if j.trains)} trained stages)"
+    return "\n".join(_cost_table(grid, costs, shape, what) + [
         f"training tokens: {tokens:,}; FLOPs = 6 x parameters x tokens = {flops:.3g}",
         f"{device} x {devices} at {mfu:.0%} MFU ({DEVICES[device] / 1e12:.0f} TFLOP/s peak "
         f"bf16): {hours:.2f} h wall, {hours * devices:.1f} {device}-hours",
@@ -219,6 +247,85 @@ def grid_estimate(grid, device: str = "H100", devices: int = 8, mfu: float = 0.3
         "Upper bounds where a loss rule stops earlier; evaluation (one forward pass per fact "
         "and stage) is not counted. How: src/factmem/estimate.py.",
     ])
+
+
+def measured_rates(folders: list[Path], device: str, parameters: float) -> list[float]:
+    """Training FLOP/s (6 x parameters x tokens / seconds) of every stage trained on `device`
+    (a stage record's device text: processor and precision) in the runs under `folders`."""
+    rates, seen = [], set()
+    for folder in folders:
+        for run in runs_under(folder, 3) if folder.is_dir() else []:
+            for stage in run.stages():
+                try:
+                    outcome = StageOutcome.read(stage.training)
+                except (FactmemError, OSError):
+                    continue
+                once = (outcome.train_tokens, outcome.wall_time_s)  # an archived copy
+                if outcome.device == device and not outcome.shared_from and once not in seen \
+                        and outcome.wall_time_s > 0 and outcome.train_tokens:  # fmt: skip
+                    seen.add(once)
+                    rates.append(training_flops(ModelShape(parameters, 0, 1, 0),
+                                                outcome.train_tokens) / outcome.wall_time_s)
+    return rates
+
+
+@dataclass
+class HereEstimate:
+    device: str  # this machine's device text, as a stage record names it
+    costs: list[StageCost]  # the stage trainings left
+    flops: float
+    rates: list[float]  # training FLOP/s of the stages recorded as trained here
+
+    @property
+    def seconds(self) -> float | None:
+        return self.flops / statistics.median(self.rates) if self.rates else None
+
+
+def estimate_here(grid, folders: list[Path]) -> HereEstimate:
+    """What is left of the grid to train (stages neither finished nor waiting to be shared)
+    and the speeds that stages recorded as trained on this processor and precision reached
+    (runs under `folders`: the runs root and the archive)."""
+    import torch
+
+    from factmem.models import compute_device
+    from factmem.training import device_text, use_bf16
+
+    costs, shape = _distinct_costs(grid, skip_finished=True)
+    here = device_text(torch.device(compute_device()), use_bf16(grid.runs[0].config.training.bf16))
+    flops = training_flops(shape, sum(c.tokens for c in costs))
+    return HereEstimate(here, costs, flops, measured_rates(folders, here, shape.parameters))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+
+
+def grid_estimate_here(grid, folders: list[Path]) -> str:
+    """The printed plan of `factmem grid --dry-run --here`: the trainings left, then the time
+    at the median measured speed, with the range the slowest and fastest stage give."""
+    found = estimate_here(grid, folders)
+    shape = model_shape(grid.runs[0].config.model)
+    lines = _cost_table(grid, found.costs, shape, "left to train here")
+    tokens = sum(c.tokens for c in found.costs)
+    lines.append(f"training tokens: {tokens:,}; FLOPs = 6 x parameters x tokens = "
+                 f"{found.flops:.3g}")  # fmt: skip
+    if found.seconds is None:
+        lines.append(f"no stage recorded as trained on {found.device} under "
+                     f"{', '.join(map(str, folders))}: train one here first (a run records "
+                     "its processor), then ask again")  # fmt: skip
+        return "\n".join(lines)
+    rate, n = statistics.median(found.rates), len(found.rates)
+    lines += [
+        f"here ({found.device}): {_duration(found.seconds)} of training at "
+        f"{rate / 1e9:.0f} GFLOP/s, the median of {n} stage{'s' * (n > 1)} recorded as "
+        f"trained here" + ("" if n == 1 else f" ({_duration(found.flops / max(found.rates))} "
+                           f"at the fastest, {_duration(found.flops / min(found.rates))} at "
+                           "the slowest)"),
+        "Upper bounds where a stop rule may end a stage earlier (its cap counted); stages "
+        "finished, or found finished in a sibling run or grid to share, are left out; "
+        "evaluation is not counted. How: src/factmem/estimate.py.",
+    ]
+    return "\n".join(lines)
 
 
 def cpu_check(records: list[dict], parameters: float) -> list[dict]:
