@@ -6,6 +6,9 @@
 
     .venv/bin/python scripts/check_estimate.py docs/results/cells-popqa cells-popqa \
         --data-dir ../shared/data
+    .venv/bin/python scripts/check_estimate.py docs/results/regime-extras regime-extras \
+        --data-dir ../shared/data --only seed1 \
+        --reference docs/results/regime-gsm8k/seed2_popqa_gsm8k_no-mixing/stage2
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from factmem.estimate import archived_stage_records, cpu_check, model_shape, sta
 from factmem.grid import load_grid
 from factmem.markdown import markdown_table
 from factmem.models import load_tokenizer, resolve_model
+from factmem.records import StageOutcome
 
 
 def main() -> None:
@@ -27,6 +31,9 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--only", default="", help="stages whose name contains this (runs of "
                         "one machine: times are compared within a machine)")  # fmt: skip
+    parser.add_argument("--reference", type=Path, help="a stage folder (with training.json) "
+                        "whose FLOP/s predicts the others, e.g. the stage `--dry-run --here` "
+                        "timed them by (default: the first stage of the list)")  # fmt: skip
     args = parser.parse_args()
     records = {r["stage"]: r for r in archived_stage_records(args.archive)
                if args.only in r["stage"]}  # fmt: skip
@@ -42,8 +49,12 @@ def main() -> None:
                              f"{cost.tokens / record['train_tokens']:.3f}"])  # fmt: skip
     print("## Tokens: estimated from the grid file vs counted in training\n")
     print(markdown_table(["stage", "estimated", "counted", "ratio"], rows))
-    checked = cpu_check(sorted(records.values(), key=lambda r: r["stage"]),
-                        model_shape(model).parameters)  # fmt: skip
+    listed = sorted(records.values(), key=lambda r: r["stage"])
+    if args.reference:
+        outcome = StageOutcome.read(args.reference / "training.json")
+        listed.insert(0, {"stage": str(args.reference), "train_tokens": outcome.train_tokens,
+                          "train_time_s": outcome.wall_time_s})  # fmt: skip
+    checked = cpu_check(listed, model_shape(model).parameters)
     print(f"\n## Time: 6 x {model_shape(model).parameters / 1e6:.1f}M parameters x tokens, "
           f"at the FLOP/s of {checked[0]['stage']}\n")
     rows = [[c["stage"], f"{c['tokens']:,}", f"{c['measured_s']:.0f}", f"{c['predicted_s']:.0f}",
