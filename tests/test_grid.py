@@ -225,6 +225,14 @@ def test_profiles_and_the_data_dir_placeholder(tiny_model_dir, tmp_path, monkeyp
     unknown = _grid_file(tmp_path, tiny_model_dir, set={"seed": "{nope}"})
     with pytest.raises(ConfigError, match="uses {nope}, which is not in the grid's `vars`"):
         load_grid(unknown)
+    # a var only profiles set (a point chosen later, as regime-kvr's): no default run
+    chosen = _grid_file(tmp_path / "chosen", tiny_model_dir, vars={"n": 6},
+                        profiles={"a": {"lr": 0.1}, "b": {"lr": 0.2}},
+                        set={"training.learning_rate": "{lr}"})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"lr set only by its profiles: choose one with "
+                       r"--profile NAME \(a, b\)"):  # fmt: skip
+        load_grid(chosen)
+    assert load_grid(chosen, profile="b").runs[0].config.training.learning_rate == 0.2
 
 
 def test_axis_values_set_vars_and_vars_use_vars(tiny_model_dir, tmp_path, monkeypatch):
@@ -260,13 +268,16 @@ def test_every_grid_preset_expands(monkeypatch):
     # regime-gsm8k). None of these has a paper profile: the
     # GPU cell is one, and the paper's own cells are cells-*'s --profile paper.
     large = {"regime-map": {32, 128, 512}, "gpu-paper": {2000}, "regime-strategies": {128},
-             "regime-extras": {128, 32}, "regime-steps": {128}, "regime-gsm8k": {128}}  # fmt: skip
+             "regime-extras": {128, 32}, "regime-steps": {128}, "regime-gsm8k": {128},
+             "regime-kvr": {128}}  # fmt: skip
     no_paper_profile = {"gpu-paper", "regime-strategies", "regime-extras", "regime-steps",
                         "regime-gsm8k"}  # fmt: skip
+    # a point the regime map chooses: one profile per candidate, none by default
+    candidates = {"regime-kvr": ("lr1e-4", "lr5e-5")}
     presets = sorted((Path(__file__).parents[1] / "configs" / "grids").glob("*.yaml"))
     assert len(presets) >= 7
     for preset in presets:
-        for profile in (None, "paper"):
+        for profile in candidates.get(preset.stem, (None, "paper")):
             if profile and preset.stem in no_paper_profile:
                 continue
             grid = load_grid(preset.stem, profile=profile, data_dir="/data")
@@ -450,3 +461,16 @@ def test_training_progress_reads_the_stage_progress_file(tmp_path):
         "stage 2: last heard at step 90 of at most 240, loss 0.452; a rerun resumes from step 60")
     stage.progress.write_text("{")  # cut short: says nothing rather than fail the table
     assert training_progress(stage, running=True) == ""
+
+
+def test_regime_kvr_seed0_no_mixing_is_the_maps_point(monkeypatch):
+    """The strategies at KVR's chosen point pair with the map's run there: the same stage
+    fingerprints, so a runs folder holding the map trains neither stage again."""
+    monkeypatch.delenv("FACTMEM_DATA_DIR", raising=False)
+    for profile, lr in (("lr1e-4", "0.0001"), ("lr5e-5", "5e-05")):
+        run = load_grid("regime-kvr", profile=profile, data_dir="/d",
+                        only=["seed=0", "strategy=No Mixing"]).runs[0]  # fmt: skip
+        point = load_grid("regime-map", data_dir="/d", only=[
+            "facts=128", "pair=kvr-gsm8k128", f"training.learning_rate={lr}"]).runs[0]  # fmt: skip
+        assert [run.config.fingerprint(k) for k in (0, 1)] == \
+            [point.config.fingerprint(k) for k in (0, 1)], profile  # fmt: skip

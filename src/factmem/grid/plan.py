@@ -112,6 +112,11 @@ def load_grid(
             raise ConfigError(f"{grid_path}: no profile {profile!r}; profiles: "
                               f"{', '.join(grid_file.profiles) or 'none'}")  # fmt: skip
         variables |= grid_file.profiles[profile]
+    elif only_in_profiles := sorted({k for v in grid_file.profiles.values() for k in v}
+                                    - set(variables)):  # fmt: skip
+        raise ConfigError(f"{grid_path}: {', '.join(only_in_profiles)} set only by its "
+                          f"profiles: choose one with --profile NAME ("
+                          f"{', '.join(grid_file.profiles)})")  # fmt: skip
     variables["data_dir"] = data_dir or os.environ.get("FACTMEM_DATA_DIR")
     # vars may use other vars: `corpus_path: "{data_dir}/nltk/state_union.zip"`
     for _ in range(5):  # a var inside a var inside a var ... (no cycles in practice)
