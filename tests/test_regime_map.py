@@ -15,6 +15,7 @@ from factmem.regime_map import (
     RETENTION_ABOVE,
     RETENTION_BELOW,
     STAGE1_AT_LEAST,
+    chosen_text,
     map_rows,
     map_table,
 )
@@ -55,6 +56,9 @@ def test_the_rule_prefers_most_facts_then_the_lowest_rate_among_usable_points():
     gsm = rows[rows["pair"] == "popqa -> gsm8k (D_B 32)"]
     assert not gsm["usable"].any()  # no point lifts the floor: nothing chosen
     assert "retention 95% outside" in " ".join(gsm["why"])
+    # the report's first screen says the rule's answer per pair, a floor not lifted too
+    assert chosen_text(rows) == ("popqa -> gsm8k (D_B 32): none of its 2 points run is "
+                                 "usable; popqa -> lama: 512 facts, learning rate 0.0001")
     table = map_table(rows)
     assert table.loc[("popqa -> lama", 512, "0.0001"), "rule"] == "CHOSEN"
     assert table.loc[("popqa -> lama", 512, "0.0001"), "kept / hidden / lost"] == "1 / 1 / 2"

@@ -125,6 +125,21 @@ def chosen_points(rows: pd.DataFrame) -> dict[str, int | None]:
     return chosen
 
 
+def chosen_text(rows: pd.DataFrame) -> str:
+    """The rule's answer per pair, in words, for the report's first screen: the chosen point,
+    or that none of the points run is usable (the pair's No Mixing regime is not found on
+    this map; for KVR -> GSM8K, its floor is not lifted)."""
+    parts = []
+    for pair, index in chosen_points(rows).items():
+        if index is None:
+            parts.append(f"{pair}: none of its {int((rows['pair'] == pair).sum())} points run "
+                         "is usable")  # fmt: skip
+        else:
+            row = rows.loc[index]
+            parts.append(f"{pair}: {row['facts']} facts, learning rate {row['learning_rate']:g}")
+    return "; ".join(parts)
+
+
 def map_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The map as the report prints it (percentages)."""
     def pct(value: float | None) -> str:

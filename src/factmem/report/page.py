@@ -15,7 +15,7 @@ import pandas as pd
 
 from factmem.atomic import write_text_atomic
 from factmem.errors import FactmemError
-from factmem.regime_map import HEAT_TITLE, heat_map
+from factmem.regime_map import HEAT_TITLE, chosen_text, heat_map
 from factmem.report.figures import FOREST_TITLE, figures, forest_plot
 from factmem.report.paired import (
     d_b_forest_rows,
@@ -139,6 +139,8 @@ def write_report(runs_dirs: Path | list[Path], out: Path | None = None,
     name = ", ".join(dict.fromkeys(d.resolve().name for d in dirs))
     made_by = f"{len(runs)} finished runs ({setting_text(runs)}). Made by `{command}`."
     summary = summary_items(runs)
+    if not source.regime.empty:  # a regime map: the rule's choice, or that none is usable
+        summary["points the map's rule chooses"] = chosen_text(source.regime)
     if found_twice:  # the same config trained twice, unlike: say which copy the tables read
         summary["runs found twice, with other results"] = "; ".join(found_twice)
     markdown = [f"# factmem report: {name}\n", made_by + "\n", "## What was run\n"]
