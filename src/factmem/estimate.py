@@ -200,14 +200,13 @@ def _distinct_costs(grid, skip_finished: bool = False) -> tuple[list[StageCost],
 
 def _trained_already(run, index: int) -> bool:
     """Stage `index` of the run is finished, or a finished stage with its fingerprint waits
-    in a sibling run or grid to be shared (the pipeline's lookup, without its checks)."""
+    in a sibling run or grid to be shared (the pipeline's own lookup)."""
+    from factmem.pipeline import shared_stage
+
     if stage_finished(run, index):
         return True
-    if not run.config.share_stages:
-        return False
-    fingerprint = run.config.fingerprint(index)
-    return any(c.recorded_fingerprint() == fingerprint and c.training.is_file()
-               and c.model.is_dir() for c in run.folder.sharing_candidates(index + 1))  # fmt: skip
+    return run.config.share_stages and shared_stage(
+        run.folder.stage(index + 1), run.config.fingerprint(index)) is not None  # fmt: skip
 
 
 def _cost_table(grid, costs: list[StageCost], shape: ModelShape, what: str) -> list[str]:
@@ -273,8 +272,16 @@ def measured_rates(folders: list[Path], device: str, parameters: float) -> list[
 class HereEstimate:
     device: str  # this machine's device text, as a stage record names it
     costs: list[StageCost]  # the stage trainings left
-    flops: float
+    shape: ModelShape
     rates: list[float]  # training FLOP/s of the stages recorded as trained here
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.tokens for c in self.costs)
+
+    @property
+    def flops(self) -> float:
+        return training_flops(self.shape, self.tokens)
 
     @property
     def seconds(self) -> float | None:
@@ -292,8 +299,7 @@ def estimate_here(grid, folders: list[Path]) -> HereEstimate:
 
     costs, shape = _distinct_costs(grid, skip_finished=True)
     here = device_text(torch.device(compute_device()), use_bf16(grid.runs[0].config.training.bf16))
-    flops = training_flops(shape, sum(c.tokens for c in costs))
-    return HereEstimate(here, costs, flops, measured_rates(folders, here, shape.parameters))
+    return HereEstimate(here, costs, shape, measured_rates(folders, here, shape.parameters))
 
 
 def _duration(seconds: float) -> str:
@@ -304,10 +310,8 @@ def grid_estimate_here(grid, folders: list[Path]) -> str:
     """The printed plan of `factmem grid --dry-run --here`: the trainings left, then the time
     at the median measured speed, with the range the slowest and fastest stage give."""
     found = estimate_here(grid, folders)
-    shape = model_shape(grid.runs[0].config.model)
-    lines = _cost_table(grid, found.costs, shape, "left to train here")
-    tokens = sum(c.tokens for c in found.costs)
-    lines.append(f"training tokens: {tokens:,}; FLOPs = 6 x parameters x tokens = "
+    lines = _cost_table(grid, found.costs, found.shape, "left to train here")
+    lines.append(f"training tokens: {found.tokens:,}; FLOPs = 6 x parameters x tokens = "
                  f"{found.flops:.3g}")  # fmt: skip
     if found.seconds is None:
         lines.append(f"no stage recorded as trained on {found.device} under "

@@ -284,7 +284,7 @@ def _trained_model(stage: Stage, start_model: str, tokenizer, progress) -> tuple
         if is_main():
             folder.forget()
         barrier()
-    shared = _shared_stage(folder, stage.fingerprint) if stage.config.share_stages else None
+    shared = shared_stage(folder, stage.fingerprint) if stage.config.share_stages else None
     if shared is not None:
         log.info("stage %d: same fingerprint as %s, reusing its model", stage.number, shared.path)
         if is_main():
@@ -381,7 +381,7 @@ def _score_only(start_model: str, tokenizer, examples: list[Example], folder: St
     return load_model(start_model, tokenizer), outcome
 
 
-def _shared_stage(stage_dir: StageFolder, fingerprint: str) -> StageFolder | None:
+def shared_stage(stage_dir: StageFolder, fingerprint: str) -> StageFolder | None:
     """A finished stage with this fingerprint, i.e. the same trained model: of a sibling run
     (same output folder), else of a run in a sibling grid (grids under one root share)."""
     for candidate in stage_dir.run.sharing_candidates(stage_dir.number):

@@ -37,13 +37,19 @@ def _in_archive(run: GridRun, archive: Path) -> tuple[Path, list[str] | None, li
 def archived(run: GridRun, archive: Path | None) -> bool:
     """The run is in the archive (same grid and run name) with the same stage fingerprints,
     or with fingerprints that differ only by data paths whose files have the same digests."""
+    return _archive_match(run, archive)[0]
+
+
+def _archive_match(run: GridRun, archive: Path | None
+                   ) -> tuple[bool, list[tuple[str, str, str, bool | None]]]:  # fmt: skip
+    """(archived, archived_under_other_paths): what run_state needs, each read once."""
     if archive is None:
-        return False
+        return False, []
     _, fingerprints, wanted = _in_archive(run, archive)
     if fingerprints == wanted:
-        return True
+        return True, []
     moved = archived_under_other_paths(run, archive)
-    return bool(moved) and all(same for *_, same in moved)
+    return bool(moved) and all(same for *_, same in moved), moved
 
 
 def archived_under_other_paths(run: GridRun, archive: Path | None
@@ -122,8 +128,8 @@ def _differing_beginnings(theirs: str, ours: str) -> tuple[str, str]:
 def run_state(run: GridRun, archive: Path | None = None) -> dict:
     """finished / archived / running / failed / interrupted / pending, with stages done."""
     total = len(run.config.stages)
-    if archived(run, archive):
-        moved = archived_under_other_paths(run, archive)
+    is_archived, moved = _archive_match(run, archive)
+    if is_archived:
         detail = f"same files (sha256) under another --data-dir: {moved[0][1]}" if moved else ""
         return {"run": run.name, "state": "archived", "stages_done": total, "stages": total,
                 "detail": detail}  # fmt: skip
@@ -144,7 +150,7 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
     detail = record.get("error", "") if state == "failed" else ""
     if state in ("running", "interrupted") and done < total:
         detail = training_progress(run.folder.stage(done + 1), running=state == "running")
-    if not detail and (moved := archived_under_other_paths(run, archive)):
+    if not detail and moved:
         detail = f"archived under another --data-dir: {moved[0][0]} = {moved[0][1]}"
     return {"run": run.name, "state": state, "stages_done": done, "stages": total,
             "detail": detail}
