@@ -258,6 +258,19 @@ def test_axis_values_set_vars_and_vars_use_vars(tiny_model_dir, tmp_path, monkey
     assert load_grid(path).runs[3].config.stages[1].mixing.path is None  # no data dir
 
 
+def test_a_var_built_from_a_var_follows_the_axis_that_sets_it(tiny_model_dir, tmp_path):
+    """`random: {words: "{words}"}` under a words axis: each point's mixing has its own word
+    count (the grid's default `words` was once filled in before the axes, silently)."""
+    axes = {"words": {"10": {"vars": {"words": 10}}, "50": {"vars": {"words": 50}}},
+            "strategy": {"mixed": {"stages[1].mixing": "{random}"}}}  # fmt: skip
+    variables = {"words": 10, "random": {"source": "random_words", "words": "{words}"}}
+    path = _grid_file(tmp_path, tiny_model_dir, axes=axes, vars=variables)
+    runs = {r.name: r.config for r in load_grid(path).runs}
+    assert runs["10_mixed"].stages[1].mixing.words == 10
+    assert runs["50_mixed"].stages[1].mixing.words == 50
+    assert runs["10_mixed"].fingerprint(1) != runs["50_mixed"].fingerprint(1)
+
+
 def test_every_grid_preset_expands(monkeypatch):
     from pathlib import Path
 
@@ -269,9 +282,9 @@ def test_every_grid_preset_expands(monkeypatch):
     # GPU cell is one, and the paper's own cells are cells-*'s --profile paper.
     large = {"regime-map": {32, 128, 512}, "gpu-paper": {2000}, "regime-strategies": {128},
              "regime-extras": {128, 32}, "regime-steps": {128}, "regime-gsm8k": {128},
-             "regime-kvr": {128}}  # fmt: skip
+             "regime-kvr": {128}, "knobs-attribution": {128}}  # fmt: skip
     no_paper_profile = {"gpu-paper", "regime-strategies", "regime-extras", "regime-steps",
-                        "regime-gsm8k"}  # fmt: skip
+                        "regime-gsm8k", "knobs-attribution"}  # fmt: skip
     # a point the regime map chooses: one profile per candidate, none by default
     candidates = {"regime-kvr": ("lr1e-4", "lr5e-5")}
     presets = sorted((Path(__file__).parents[1] / "configs" / "grids").glob("*.yaml"))

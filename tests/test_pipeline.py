@@ -275,3 +275,19 @@ def test_forgetting_curves_score_earlier_sets_without_changing_training(tiny_mod
     assert curve[0]["stage1"] == curved.stages[0].accuracy["stage1"]
     assert curve[-1] == {"step": 4, "epoch": 2.0, **curved.stages[1].accuracy}
     assert set(curved.stages[0].curve[0]) == {"step", "epoch", "stage1"}
+
+
+def test_a_named_attention_kernel_is_part_of_the_fingerprint_auto_is_not():
+    """A kernel's rounding moved a seed's retention by ~10 points (issue 43): a stage trained
+    under one named kernel is never shared into a run that names another, while `auto` (the
+    default, left out like every default) keeps every archived run's fingerprint."""
+
+    def config(**training):
+        return load_config({"training": training, "stages": [
+            {"dataset": "kvr", "size": 4, "stop": {"epochs": 1}}]})  # fmt: skip
+
+    plain = config().fingerprint(0)
+    assert config(attention="auto").fingerprint(0) == plain
+    assert config(attention="eager").fingerprint(0) != plain
+    assert config(attention="eager").fingerprint(0) != config(attention="sdpa").fingerprint(0)
+    assert config(trim_memory=False).fingerprint(0) == plain  # how it runs, not what

@@ -44,6 +44,8 @@ def test_fixed_epochs(tiny_model_dir, tmp_path):
     assert out.device.startswith(expected) and out.device.endswith(", fp32")  # the record
     if expected == "cpu":  # the CPU that trained it, as its kernels differ
         assert out.device == f"cpu ({device_name(torch.device('cpu'))}), fp32"
+    assert out.threads == torch.get_num_threads() >= 1  # a CPU stage's losses depend on it
+    assert out.to_json()["threads"] == out.threads
 
 
 def test_device_name_reads_the_cpu_model_name_and_falls_back(tmp_path):

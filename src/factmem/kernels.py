@@ -7,7 +7,8 @@ softmax) a few tens of ms; at 512-token packed rows the reverse held (BENCHMARKS
 with `training.attention: auto` each batch shape (rows x width bucket) is timed once per
 machine (the choice is kept on disk), for each candidate, and the faster one trains it.
 Neither torch nor transformers measures this, hence the code here. The kernels differ
-only in float rounding (tests), so the choice is not part of a run's fingerprint.
+only in float rounding (tests), but that rounding can move a seed's retention by several
+points; `auto` is not part of a run's fingerprint, a named kernel is (config/schema.py).
 """
 
 from __future__ import annotations

@@ -163,6 +163,9 @@ class StageOutcome(_Record):
     shared_from: str | None = None
     attention: dict[str, int] = field(default_factory=dict)  # kernel -> batches it trained
     device: str = ""  # where it trained: `cuda:0 (NVIDIA H200), bf16`, `cpu (<CPU model>), fp32`
+    # torch's intra-op threads: a CPU stage's losses depend on them (BENCHMARKS.md, "Stages
+    # side by side"), so a grid that runs stages at 1 thread says so in every record
+    threads: int = 0
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -172,6 +175,8 @@ class StageOutcome(_Record):
             del data["shared_from"]
         if not data["attention"]:  # files written before the kernel was chosen per batch
             del data["attention"]
+        if not data["threads"]:  # files written before the thread count was recorded
+            del data["threads"]
         return data
 
 

@@ -427,4 +427,5 @@ def train_stage(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan
         epoch_checks=[h for h in history if any(k.startswith("check_") for k in h)],
         probe_curve=[h for h in history if "probe" in h],
         attention=attention.counts,
+        threads=torch.get_num_threads(),
     )

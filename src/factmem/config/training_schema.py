@@ -67,8 +67,9 @@ class TrainingConfig(StrictModel):
         "FACTMEM_CACHE/attention_kernels.json, so reruns train with the same kernel "
         "(src/factmem/kernels.py; on CPUs with bf16, eager for short factoid rows; under a "
         "multi-process launch, the model's own); or a name "
-        "(sdpa, eager, flash_attention_2, ...). Scoring uses the model's own kernel. Not part "
-        "of a run's fingerprint: kernels differ only in float rounding.",
+        "(sdpa, eager, flash_attention_2, ...). Scoring uses the model's own kernel. A named "
+        "kernel is part of a run's fingerprint (its rounding moves results: a grid that must "
+        "reproduce names one); auto is not, so a rerun may time a shape the other way.",
     )
 
     @field_validator("attention")

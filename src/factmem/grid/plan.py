@@ -118,10 +118,8 @@ def load_grid(
                           f"profiles: choose one with --profile NAME ("
                           f"{', '.join(grid_file.profiles)})")  # fmt: skip
     variables["data_dir"] = data_dir or os.environ.get("FACTMEM_DATA_DIR")
-    # vars may use other vars: `corpus_path: "{data_dir}/nltk/state_union.zip"`
-    for _ in range(5):  # a var inside a var inside a var ... (no cycles in practice)
-        variables |= _fill({k: v for k, v in variables.items() if k != "data_dir"}, variables,
-                           f"{grid_path}: vars")  # fmt: skip
+    raw_vars = dict(variables)  # each point resolves these again, after its axes' vars
+    variables = _resolve(raw_vars, f"{grid_path}: vars")
     last: dict[str, Any] = {}  # --set on the command line: every run, after the axes
     for text in overrides:
         key, value = split_override(text)
@@ -139,9 +137,12 @@ def load_grid(
         run_name = "_".join(_slug(label, name) for name, label, _ in point) or grid_file.name
         where = f"{grid_path} ({', '.join(f'{k}={v}' for k, v in tags.items()) or 'base'})"
         config_data = json.loads(json.dumps(base))  # a deep copy
-        point_vars = dict(variables)  # a labelled axis value may set vars for the whole point
+        # a labelled axis value may set vars for the whole point, and a var that uses one
+        # (`random: {words: "{words}"}`) sees the point's value, not the grid's default
+        point_vars = dict(raw_vars)
         for _, _, values in point:
             point_vars |= _fill(values.get("vars") or {}, variables, where)
+        point_vars = _resolve(point_vars, where)
         apply_overrides(config_data, _fill(common, point_vars, where), where)
         for _, _, values in point:
             values = {k: v for k, v in values.items() if k != "vars"}
@@ -189,6 +190,15 @@ def _select(runs: list[GridRun], only: list[str], axes, source: Path) -> list[Gr
                               f"values: {', '.join(sorted(labels[axis]))}")  # fmt: skip
         wanted.setdefault(axis, set()).add(label)
     return [r for r in runs if all(r.tags[a] in v for a, v in wanted.items())]
+
+
+def _resolve(variables: dict, where: str) -> dict:
+    """vars may use other vars: `corpus_path: "{data_dir}/nltk/state_union.zip"`."""
+    resolved = dict(variables)
+    for _ in range(5):  # a var inside a var inside a var ... (no cycles in practice)
+        resolved |= _fill({k: v for k, v in resolved.items() if k != "data_dir"}, resolved,
+                          where)  # fmt: skip
+    return resolved
 
 
 def _fill(overrides: dict, variables: dict, where: str) -> dict:
