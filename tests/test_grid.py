@@ -266,9 +266,9 @@ def test_a_var_built_from_a_var_follows_the_axis_that_sets_it(tiny_model_dir, tm
     variables = {"words": 10, "random": {"source": "random_words", "words": "{words}"}}
     path = _grid_file(tmp_path, tiny_model_dir, axes=axes, vars=variables)
     runs = {r.name: r.config for r in load_grid(path).runs}
-    assert runs["10_mixed"].stages[1].mixing.words == 10
-    assert runs["50_mixed"].stages[1].mixing.words == 50
-    assert runs["10_mixed"].fingerprint(1) != runs["50_mixed"].fingerprint(1)
+    assert runs["words10_mixed"].stages[1].mixing.words == 10
+    assert runs["words50_mixed"].stages[1].mixing.words == 50
+    assert runs["words10_mixed"].fingerprint(1) != runs["words50_mixed"].fingerprint(1)
 
 
 def test_every_grid_preset_expands(monkeypatch):
@@ -487,3 +487,39 @@ def test_regime_kvr_seed0_no_mixing_is_the_maps_point(monkeypatch):
             "facts=128", "pair=kvr-gsm8k128", f"training.learning_rate={lr}"]).runs[0]  # fmt: skip
         assert [run.config.fingerprint(k) for k in (0, 1)] == \
             [point.config.fingerprint(k) for k in (0, 1)], profile  # fmt: skip
+
+
+def test_jobs_train_stages_side_by_side_with_the_serial_grids_results(tiny_model_dir, tmp_path,
+                                                                      monkeypatch, capsys):
+    """--jobs 2: stages in two processes at 1 thread each, shared stages waited for, give the
+    serial grid's losses bit for bit when it trains at 1 thread too; each run is archived."""
+    import torch
+
+    from factmem.grid import parallel
+
+    serial = load_grid(_grid_file(tmp_path / "serial", tiny_model_dir))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_grid(serial, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    side = load_grid(_grid_file(tmp_path / "side", tiny_model_dir))
+    archive = tmp_path / "archive"
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)  # 1 thread a job anywhere
+    run_grid(side, progress=False, archive=archive, jobs=2)
+
+    def exact(grid):
+        return {run.name: [(s.accuracy, [h["loss"] for h in s.loss_curve])
+                           for s in RunResults.read(run.run_dir / "results.json").stages]
+                for run in grid.runs}  # fmt: skip
+
+    assert exact(side) == exact(serial)
+    shared = json.loads((side.runs[2].run_dir / "stage1" / "stage.json").read_text())
+    assert shared["shared_from"].endswith("no-mixing_seed0/stage1")  # waited for, not retrained
+    for run in side.runs:
+        assert json.loads((run.run_dir / "stage2" / "training.json").read_text())["threads"] == 1
+        assert (archive / "g" / run.name / "results.json").is_file()
+        assert run_state(run)["state"] == "finished"
+    assert main(["grid", _grid_file(tmp_path / "side", tiny_model_dir), "--jobs", "0"]) == 2
+    assert "--jobs 0: give 1 or more" in capsys.readouterr().err

@@ -109,6 +109,11 @@ def cmd_filter(args: argparse.Namespace) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
+    if args.jobs < 1:
+        raise FactmemError(f"--jobs {args.jobs}: give 1 or more stages to run at once")
+    if args.jobs > 1 and args.backend != "local":
+        raise FactmemError("--jobs is for the local backend; Ray runs stages side by side "
+                           "by --cpus-per-stage")  # fmt: skip
     from factmem.grid import (
         check_data_paths,
         describe_plan,
@@ -143,7 +148,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
     _setup_logging(grid_log(grid.directory), args.quiet)
     run_grid(grid, args.backend, progress=not args.quiet, archive=archive, **(
         {"address": args.address, "cpus": args.cpus_per_stage, "gpus": args.gpus_per_stage}
-        if args.backend == "ray" else {}))  # fmt: skip
+        if args.backend == "ray" else {"jobs": args.jobs}))  # fmt: skip
     print(status_table(grid, archive))
     print(f"\nreport: factmem report {archive / grid.name if archive else grid.directory}")
 
@@ -260,6 +265,11 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
     grid.add_argument("--backend", choices=["local", "ray"], default="local",
                       help="local: stages one after another in this process; ray: stages as "
                       "Ray tasks, locally or on a cluster (default: local)")  # fmt: skip
+    grid.add_argument("--jobs", type=int, default=1, metavar="N",
+                      help="local: train up to N independent stages at once, each in its own "
+                      "process with cores / N torch threads (default 1: one stage at a time "
+                      "with every core; on a 2-core CPU --jobs 2 finishes a grid sooner, "
+                      "BENCHMARKS.md)")  # fmt: skip
     grid.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     grid.add_argument("--cpus-per-stage", type=float, default=1.0, help="Ray: CPUs per stage")
     grid.add_argument("--gpus-per-stage", type=float, default=0.0, help="Ray: GPUs per stage")

@@ -152,8 +152,10 @@ class StopRuleCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = round(state.epoch or 0)
+        start = time.perf_counter()
         check = self._check(state, epoch)
-        if check is not None:
+        if check is not None:  # with its cost: a stage-1 check can take a third of an epoch
+            check["check_s"] = round(time.perf_counter() - start, 3)
             state.log_history.append({"epoch": epoch, "step": state.global_step, **check})
             log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in check.items()))
         if self.met:

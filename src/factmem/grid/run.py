@@ -166,7 +166,7 @@ def run_ray(grid: Grid, address: str | None = None, cpus: float = 1.0, gpus: flo
 
 
 def run_grid(grid: Grid, backend: str = "local", progress: bool = True,
-             archive: Path | None = None, **ray_options) -> None:  # fmt: skip
+             archive: Path | None = None, jobs: int = 1, **ray_options) -> None:  # fmt: skip
     check_archive_paths(grid, archive)
     grid.directory.mkdir(parents=True, exist_ok=True)
     write_plan(grid)
@@ -174,7 +174,11 @@ def run_grid(grid: Grid, backend: str = "local", progress: bool = True,
     if archive is not None:
         log.info("archive %s: %d of %d runs already there", archive,
                  sum(archived(r, archive) for r in grid.runs), len(grid.runs))  # fmt: skip
-    if backend == "local":
+    if backend == "local" and jobs > 1:
+        from factmem.grid.parallel import run_parallel
+
+        failed = run_parallel(grid, jobs, archive)
+    elif backend == "local":
         failed = run_local(grid, progress, archive)
     elif backend == "ray":
         failed = run_ray(grid, archive=archive, **ray_options)
