@@ -282,9 +282,9 @@ def test_every_grid_preset_expands(monkeypatch):
     # GPU cell is one, and the paper's own cells are cells-*'s --profile paper.
     large = {"regime-map": {32, 128, 512}, "gpu-paper": {2000}, "regime-strategies": {128},
              "regime-extras": {128, 32}, "regime-steps": {128}, "regime-gsm8k": {128},
-             "regime-kvr": {128}, "knobs-attribution": {128}}  # fmt: skip
+             "regime-kvr": {128}, "knobs-attribution": {128}, "paper-point": {128}}  # fmt: skip
     no_paper_profile = {"gpu-paper", "regime-strategies", "regime-extras", "regime-steps",
-                        "regime-gsm8k", "knobs-attribution"}  # fmt: skip
+                        "regime-gsm8k", "knobs-attribution", "paper-point"}  # fmt: skip
     # a point the regime map chooses: one profile per candidate, none by default
     candidates = {"regime-kvr": ("lr1e-4", "lr5e-5")}
     presets = sorted((Path(__file__).parents[1] / "configs" / "grids").glob("*.yaml"))

@@ -82,3 +82,23 @@ def write_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_file_atomic(path: Path, fill: Callable[[Path], None],
+                      check: Callable[[Path], None] | None = None) -> None:  # fmt: skip
+    """Let `fill(tmp_file)` write a (large, binary) file, `check(tmp_file)` refuse it by
+    raising, then move it to `path` in one rename: a reader never meets a cut or bad file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        fill(tmp)
+        if check is not None:
+            check(tmp)
+        crash_point(path)
+        tmp.chmod(0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

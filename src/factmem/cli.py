@@ -231,7 +231,7 @@ def _add_setup_commands(sub: argparse._SubParsersAction) -> None:
     """prepare-model, fields, datasets, filter: what a config can name, before a run."""
     prep = sub.add_parser("prepare-model", help="convert an embedded model once; print its folder")
     prep.add_argument("model", nargs="?", default="smollm2-135m",
-                      help="an embedded model name (default: smollm2-135m)")  # fmt: skip
+                      help="an embedded model: smollm2-135m (default) or gemma3-270m")  # fmt: skip
     prep.set_defaults(func=cmd_prepare_model)
     sub.add_parser("fields", help="every config field with its default").set_defaults(
         func=cmd_fields

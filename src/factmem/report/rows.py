@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pandas as pd
 from factmem.archive import fill_replayed_facts
 from factmem.config import ExperimentConfig, load_config
 from factmem.data.registry import REGISTRY
+from factmem.embedded import EMBEDDED
 from factmem.errors import FactmemError
 from factmem.layout import RunFolder, runs_under
 from factmem.mixing import mixing_source
@@ -27,7 +29,12 @@ METRICS = ("avg_final", "bwt", "forgetting")
 
 
 # the embedded model's config name, as the page should say what it is
-EMBEDDED_NAME = ("smollm2-135m", "SmolLM2-135M-Instruct (dequantised from Q4_1)")
+
+
+def model_titles(text: str) -> str:
+    """Model names in `text` (a config's, or several joined) with the embedded models named
+    by what they are: `smollm2-135m` -> `SmolLM2-135M-Instruct (dequantised from Q4_1)`."""
+    return re.sub("|".join(map(re.escape, EMBEDDED)), lambda m: EMBEDDED[m.group(0)].title, text)
 
 
 def collect_runs(runs_dirs: Path | list[Path]) -> pd.DataFrame:
@@ -291,6 +298,6 @@ def setting_text(runs: pd.DataFrame) -> str:
     def values(column: str) -> str:
         return distinct_values(runs, column)
 
-    return (f"ours: {values('model').replace(*EMBEDDED_NAME)}, {values('facts')} D_A facts, "
+    return (f"ours: {model_titles(values('model'))}, {values('facts')} D_A facts, "
             f"learning rate "
             f"{values('learning_rate')}, {runs['seed'].nunique()} seed(s)")
