@@ -142,3 +142,20 @@ def test_a_training_step_with_the_chunked_loss_learns(gemma, tmp_path):
     losses = [p["loss"] for p in out.loss_curve]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
+
+
+def test_lora_adapts_every_linear_layer_of_gemma_and_not_its_head(gemma):
+    """`lora: {}` (target_modules all-linear): the 7 projections of each of the 18 layers get
+    adapters; the tied 262k-wide head stays frozen and unadapted."""
+    from factmem.config.stage_schema import LoraSettings
+    from factmem.methods import with_lora
+    from factmem.models import load_model
+
+    _, tokenizer, path = gemma
+    wrapped = with_lora(load_model(path, tokenizer), LoraSettings())
+    adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in wrapped.named_parameters()
+               if ".lora_A" in name}  # fmt: skip
+    assert len(adapted) == 18 * 7
+    assert not any("lm_head" in name or "embed" in name for name in adapted)
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)

@@ -88,8 +88,13 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer and make sure it has an EOS and a pad token that is not the EOS."""
+    # transformers 4.57.3-4.57.x warns of a Mistral regex bug for every local folder with a
+    # vocabulary over 100k that it saved itself; the embedded models are not Mistral's
+    # (Gemma's 262k vocabulary set it off on every load), so they say so and are not warned
+    embedded = Path(path).is_relative_to(cache_dir() / "models")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, **({"fix_mistral_regex": False} if embedded else {}))
     except OSError as err:
         raise ConfigError(f"model: cannot load a tokenizer from {path!r}: {err}") from None
     if tokenizer.eos_token_id is None:
