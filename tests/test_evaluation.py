@@ -219,3 +219,39 @@ def test_auto_uses_teacher_forcing_only_for_long_answers(tiny):
     _, tokenizer = tiny
     assert not teacher_forcing_pays(tokenizer, [Example("q", "abc")])
     assert teacher_forcing_pays(tokenizer, [Example("q", "the of and to in a " * 10)])
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_exact_match_reaches_answers_a_stop_rule_as_full_scoring_does(partly_trained,
+                                                                     monkeypatch, fast_path):
+    """Every threshold gets the answer `accuracy >= threshold` of scoring every fact, from
+    the same verdicts; a bound when it is settled early, and fewer generate calls then."""
+    from factmem.evaluation import exact_match_reaches
+
+    model, tokenizer, examples = partly_trained
+    full = exact_match(model, tokenizer, examples, batch_size=4, max_new_tokens=12,
+                       fast_path=fast_path, progress=False)  # fmt: skip
+    accuracy = sum(p.correct for p in full) / len(full)
+    assert 0 < accuracy < 1
+    calls = []
+    generate = type(model).generate
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "generate", counted)
+    thresholds = sorted({0.05, accuracy - 0.05, accuracy, accuracy + 0.05, 0.95, 1.0})
+    for threshold in thresholds:
+        calls.clear()
+        value, kind = exact_match_reaches(model, tokenizer, examples, threshold, batch_size=4,
+                                          max_new_tokens=12, fast_path=fast_path)  # fmt: skip
+        assert (value >= threshold) == (accuracy >= threshold - 1e-12), (threshold, value, kind)
+        if kind == "exact":
+            assert value == accuracy
+        elif kind == "at_least":
+            assert threshold <= value <= accuracy
+        else:
+            assert accuracy <= value < threshold
+        if threshold in (0.05, 1.0):  # settled after a batch or two, not six
+            assert kind != "exact" and len(calls) < 6, (threshold, len(calls))

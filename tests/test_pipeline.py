@@ -291,3 +291,43 @@ def test_a_named_attention_kernel_is_part_of_the_fingerprint_auto_is_not():
     assert config(attention="eager").fingerprint(0) != plain
     assert config(attention="eager").fingerprint(0) != config(attention="sdpa").fingerprint(0)
     assert config(trim_memory=False).fingerprint(0) == plain  # how it runs, not what
+
+
+def test_an_exact_match_stop_rule_stops_where_scoring_every_fact_would(tiny_model_dir, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    """The epoch check answers `exact match >= threshold` as soon as it is known; the stage
+    stops at the same epoch, with the same losses and verdicts, as with every fact scored
+    after every epoch (the check before), and says where its value is only a bound."""
+    import factmem.pipeline as pipeline
+    from factmem.evaluation import accuracy, exact_match
+
+    def stage1(name, **settings):
+        data = tiny_config_data(tiny_model_dir, tmp_path / name, size=6, **settings)
+        data["stages"] = data["stages"][:1]
+        data["stages"][0]["stop"] = {"exact_match_at_least": 0.5, "max_epochs": 100}
+        data["stages"][0]["options"] = {"key_length": 2, "value_length": 2}
+        data["evaluation"]["batch_size"] = 2
+        data["share_stages"] = False  # the second run must train, not link the first's stage
+        run_experiment(load_config(data), progress=False)
+        stage = tmp_path / name / "tiny" / "stage1"
+        return (json.loads((stage / "training.json").read_text()),
+                (stage / "predictions" / "stage1.jsonl").read_text())  # fmt: skip
+
+    fast, fast_predictions = stage1("fast", learning_rate=1e-2)
+
+    def every_fact(model, tokenizer, examples, threshold, **kw):
+        kw.pop("mode")
+        return accuracy(exact_match(model, tokenizer, examples, mode="equal", progress=False,
+                                    **kw)), "exact"  # fmt: skip
+
+    monkeypatch.setattr(pipeline, "exact_match_reaches", every_fact)
+    full, full_predictions = stage1("full", learning_rate=1e-2)
+    assert "shared_from" not in full and full["epoch_checks"] != fast["epoch_checks"]
+    assert fast["epochs"] == full["epochs"] > 1 and fast["rule_met"] and full["rule_met"]
+    assert [p["loss"] for p in fast["loss_curve"]] == [p["loss"] for p in full["loss_curve"]]
+    assert fast_predictions == full_predictions
+    kinds = [next(k for k in c if k.startswith("check_exact_match")) for c in fast["epoch_checks"]]
+    assert "check_exact_match_at_most" in kinds[:-1]  # an epoch settled before the end
+    for check, exact in zip(fast["epoch_checks"], full["epoch_checks"], strict=True):
+        value = next(v for k, v in check.items() if k.startswith("check_exact_match"))
+        assert (value >= 0.5) == (exact["check_exact_match"] >= 0.5), (check, exact)

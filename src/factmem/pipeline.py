@@ -30,7 +30,7 @@ from factmem.data.example import Example
 from factmem.data.registry import REGISTRY
 from factmem.distributed import barrier, is_main
 from factmem.errors import ConfigError
-from factmem.evaluation import accuracy, exact_match, mean_response_loss
+from factmem.evaluation import accuracy, exact_match, exact_match_reaches, mean_response_loss
 from factmem.fact_scores import score_facts
 from factmem.familiarity import (
     few_shot_example,
@@ -321,9 +321,13 @@ def _train(stage: Stage, start_model: str, tokenizer, progress) -> tuple[Any, St
     plugins = [p for p in (method.penalty(model) for method in methods) if p is not None]
     match = REGISTRY[settings.dataset].match
 
-    def epoch_check(m) -> float:
-        if settings.stop.exact_match_at_least is not None:
-            return accuracy(_score(m, tokenizer, stage.examples, match, evaluation, progress=False))
+    def epoch_check(m) -> float | tuple[float, str]:
+        if settings.stop.exact_match_at_least is not None:  # answered as soon as it is known
+            return exact_match_reaches(
+                m, tokenizer, stage.examples, settings.stop.exact_match_at_least, mode=match,
+                batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
+                fast_path=evaluation.fast_path, tie_margin=evaluation.tie_margin,
+                bf16=evaluation.bf16)  # fmt: skip
         return mean_response_loss(m, tokenizer, stage.examples, batch_size=evaluation.batch_size,
                                   bf16=evaluation.bf16)  # fmt: skip
 

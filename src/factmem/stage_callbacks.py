@@ -137,7 +137,7 @@ class LossInProgressBar(ProgressCallback):
 class StopRuleCallback(TrainerCallback):
     """Ends the stage when its stop rule is met (checked after every log and epoch)."""
 
-    def __init__(self, rule: StopRule, epoch_check: Callable[[], float] | None):
+    def __init__(self, rule: StopRule, epoch_check: Callable[[], float | tuple[float, str]] | None):
         self.rule, self.epoch_check = rule, epoch_check
         self.met = False
 
@@ -164,9 +164,11 @@ class StopRuleCallback(TrainerCallback):
     def _check(self, state, epoch: int) -> dict | None:
         rule = self.rule
         if rule.exact_match_at_least is not None:
-            value = self.epoch_check()
+            # (value, kind) from exact_match_reaches: a bound when the rule was settled
+            # before every fact was generated (kind at_least / at_most), else exact
+            value, kind = _with_kind(self.epoch_check())
             self.met = value >= rule.exact_match_at_least
-            return {"check_exact_match": value}
+            return {"check_exact_match" if kind == "exact" else f"check_exact_match_{kind}": value}
         if rule.loss_below is not None and rule.loss_measure == "epoch_mean":
             losses = [
                 h["loss"]
@@ -181,6 +183,10 @@ class StopRuleCallback(TrainerCallback):
             self.met = value < rule.loss_below
             return {"check_full_pass_loss": value}
         return None
+
+
+def _with_kind(result: float | tuple[float, str]) -> tuple[float, str]:
+    return result if isinstance(result, tuple) else (result, "exact")
 
 
 class CheckpointCallback(TrainerCallback):

@@ -311,7 +311,7 @@ class StagePlan:
     work_dir: Path  # resumable checkpoints; a killed stage resumes from the last one here
     seed: int
     # after each epoch, for the exact-match and full-pass rules
-    epoch_check: Callable[[PreTrainedModel], float] | None = None
+    epoch_check: Callable[[PreTrainedModel], float | tuple[float, str]] | None = None
     # at step 0 and every probe_every_steps steps (forgetting curves)
     probe: Callable[[PreTrainedModel], dict[str, float]] | None = None
     probe_every_steps: int = 0

@@ -27,6 +27,7 @@ Rooms: verdicts.py (the definition), forward.py (teacher-forced passes), generat
 
 from factmem.evaluation.exact_match import (  # noqa: F401
     exact_match,
+    exact_match_reaches,
 )
 from factmem.evaluation.forward import (  # noqa: F401
     TEACHER_FORCING_MIN_TOKENS,

@@ -4,7 +4,7 @@ a prompt prefix every row shares (few-shot demonstrations) encoded once."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -93,9 +93,14 @@ def greedy_generate_with_stops(
     bf16: bool = False,
     progress: bool = True,
     share_prefix: bool = True,
+    decided: Callable[[list[tuple[int, str]]], bool] | None = None,
 ) -> list[tuple[str, bool]]:
     """Greedy outputs, each with True where the early stop (`answers` given) cut it: the
     output is then a prefix of what the model would have written.
+
+    `decided(batch)`, called with each batch's (prompt index, output) pairs, may end the
+    generation after that batch (a stop rule's question answered); the prompts of later
+    batches then keep ("", False). The batches are the same with or without it.
 
     With `share_prefix`, the tokens every prompt starts with (few-shot demonstrations: ~160
     of the familiarity filter's ~190) are encoded once and their key/value cache is copied
@@ -158,6 +163,8 @@ def greedy_generate_with_stops(
                     ids = generated[row, width:].tolist()
                     cut = bool(final and final.stopped[row]) and tokenizer.eos_token_id not in ids
                     outputs[i] = (decode(tokenizer, ids), cut)
+                if decided is not None and decided([(i, outputs[i][0]) for i in batch]):
+                    break
     finally:
         model.generation_config = saved_config
     return outputs
