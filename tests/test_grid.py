@@ -521,5 +521,10 @@ def test_jobs_train_stages_side_by_side_with_the_serial_grids_results(tiny_model
         assert json.loads((run.run_dir / "stage2" / "training.json").read_text())["threads"] == 1
         assert (archive / "g" / run.name / "results.json").is_file()
         assert run_state(run)["state"] == "finished"
+    # a run whose stage job ended well while its next stage waits is pending, not interrupted
+    waiting = side.runs[0]
+    shutil.rmtree(waiting.run_dir / "stage2")
+    (waiting.run_dir / "results.json").unlink()
+    assert run_state(waiting)["state"] == "pending" and run_state(waiting)["stages_done"] == 1
     assert main(["grid", _grid_file(tmp_path / "side", tiny_model_dir), "--jobs", "0"]) == 2
     assert "--jobs 0: give 1 or more" in capsys.readouterr().err

@@ -145,6 +145,9 @@ def run_state(run: GridRun, archive: Path | None = None) -> dict:
         state = "running" if alive else "interrupted"
     elif record.get("state") == "failed":
         state = "failed"
+    elif record.get("state") in ("done", "between stages"):
+        # a stage job ended well and the next waits its turn (--jobs, Ray): not interrupted
+        state = "pending"
     else:
         state = "interrupted" if done or run.folder.stages() else "pending"
     detail = record.get("error", "") if state == "failed" else ""
