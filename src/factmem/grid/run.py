@@ -88,10 +88,7 @@ def run_local(grid: Grid, progress: bool = True, archive: Path | None = None) ->
 
     failed = []
     for number, run in enumerate(grid.runs, 1):
-        state = run_state(run, archive)["state"]
-        if state == "finished":
-            _archive(run, archive)
-        if state in ("finished", "archived"):
+        if already_done(run, archive):
             continue
         log.info("run %d/%d: %s (%s)", number, len(grid.runs), run.name,
                  ", ".join(f"{k}={v}" for k, v in run.tags.items()))  # fmt: skip
@@ -104,6 +101,15 @@ def run_local(grid: Grid, progress: bool = True, archive: Path | None = None) ->
         else:
             _archive(run, archive)
     return failed
+
+
+def already_done(run: GridRun, archive: Path | None) -> bool:
+    """A run with nothing left to train: finished here (archived now if it was not yet), or
+    found in the archive."""
+    state = run_state(run, archive)["state"]
+    if state == "finished":
+        _archive(run, archive)
+    return state in ("finished", "archived")
 
 
 def _archive(run: GridRun, archive: Path | None) -> None:
